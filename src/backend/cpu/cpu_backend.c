@@ -1,0 +1,141 @@
+/* cpu_backend.c — the CPU backend: host memory, the shared element-wise
+ * functions of src/kernels looped with OpenMP, reductions in double, and
+ * convolutions / matrix products through oneDNN (cpu_conv_onednn.c). */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_conv.h"
+#include "flowdp/backend.h"
+#include "flowdp/error.h"
+
+/* below this many elements a loop runs on one thread (fork/join costs more) */
+#define CPU_PARALLEL_MIN 16384
+
+static void *cpu_alloc(fdp_backend *be, size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0 || !p)
+        FDP_FATAL("cpu backend: out of memory allocating %zu MiB; hint: reduce the batch size", bytes >> 20);
+    return p;
+}
+static void cpu_free(fdp_backend *be, void *p) { free(p); }
+static void cpu_memset0(fdp_backend *be, void *p, size_t bytes) { memset(p, 0, bytes); }
+static void cpu_copy(fdp_backend *be, void *dst, const void *src, size_t bytes) {
+    if (dst != src) memmove(dst, src, bytes);
+}
+static void cpu_sync(fdp_backend *be) {}
+
+/* ---- element-wise: one loop per op from the shared list ---------------------- */
+#define CPU_ELEMENTWISE(name)                                                      \
+    static void cpu_##name(fdp_backend *be, int64_t n, const fdp_##name##_args *a) { \
+        if (n < CPU_PARALLEL_MIN || be->num_threads == 1) {                        \
+            for (int64_t i = 0; i < n; i++) fdp_k_##name(i, a);                    \
+        } else {                                                                   \
+            _Pragma("omp parallel for schedule(static)")                           \
+            for (int64_t i = 0; i < n; i++) fdp_k_##name(i, a);                    \
+        }                                                                          \
+    }
+FDP_ELEMENTWISE_OPS(CPU_ELEMENTWISE)
+
+/* ---- reductions -------------------------------------------------------------- */
+static void cpu_reduce_rows(fdp_backend *be, const float *a, const float *b, int outer, int C, int64_t inner,
+                            double *out) {
+    int64_t total = (int64_t)outer * C * inner;
+    int par = total >= CPU_PARALLEL_MIN && be->num_threads > 1;
+    if (C >= be->num_threads || !par) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int c = 0; c < C; c++) {
+            double acc = 0.0;
+            for (int o = 0; o < outer; o++) {
+                const float *pa = a + ((int64_t)o * C + c) * inner;
+                if (b) {
+                    const float *pb = b + ((int64_t)o * C + c) * inner;
+                    for (int64_t i = 0; i < inner; i++) acc += (double)pa[i] * pb[i];
+                } else {
+                    for (int64_t i = 0; i < inner; i++) acc += pa[i];
+                }
+            }
+            out[c] = acc;
+        }
+    } else {
+        /* few rows: split each row's inner range over the threads */
+        for (int c = 0; c < C; c++) {
+            double acc = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : acc) collapse(2)
+            for (int o = 0; o < outer; o++)
+                for (int64_t i = 0; i < inner; i++) {
+                    int64_t j = ((int64_t)o * C + c) * inner + i;
+                    acc += b ? (double)a[j] * b[j] : (double)a[j];
+                }
+            out[c] = acc;
+        }
+    }
+}
+
+static double cpu_sum_squares(fdp_backend *be, const float *x, int64_t n) {
+    double acc = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : acc) if (n >= CPU_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) acc += (double)x[i] * x[i];
+    return acc;
+}
+
+static int cpu_has_nonfinite(fdp_backend *be, const float *x, int64_t n) {
+    int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (n >= CPU_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) bad |= !isfinite(x[i]);
+    return bad;
+}
+
+/* ---- convolution / matmul: oneDNN ------------------------------------------- */
+static void cpu_conv_forward(fdp_backend *be, fdp_conv_shape s, const float *x, const float *w, const float *bias,
+                             float *y, int accumulate) {
+    fdp_cpu_conv_forward(be->impl, s, x, w, bias, y, accumulate);
+}
+static void cpu_conv_backward_data(fdp_backend *be, fdp_conv_shape s, const float *dy, const float *w, float *dx,
+                                   int accumulate) {
+    fdp_cpu_conv_backward_data(be->impl, s, dy, w, dx, accumulate);
+}
+static void cpu_conv_backward_weights(fdp_backend *be, fdp_conv_shape s, const float *x, const float *dy, float *dw,
+                                      float *dbias) {
+    fdp_cpu_conv_backward_weights(be->impl, s, x, dy, dw, dbias);
+}
+static void cpu_matmul(fdp_backend *be, int transa, int transb, int M, int N, int K, float alpha, const float *A,
+                       const float *B, float beta, float *C) {
+    fdp_cpu_matmul(be->impl, transa, transb, M, N, K, alpha, A, B, beta, C);
+}
+
+static void cpu_destroy(fdp_backend *be) {
+    if (!be) return;
+    fdp_cpu_conv_destroy(be->impl);
+    free(be);
+}
+
+fdp_backend *fdp_backend_cpu_create(int threads) {
+    fdp_backend *be = fdp_xcalloc(1, sizeof *be);
+    if (threads <= 0) threads = omp_get_num_procs();
+    omp_set_num_threads(threads);
+    be->name = "cpu";
+    be->dev = FDP_DEVICE_CPU;
+    be->num_threads = threads;
+    be->alloc = cpu_alloc;
+    be->free = cpu_free;
+    be->memset0 = cpu_memset0;
+    be->copy = cpu_copy;
+    be->to_host = cpu_copy;
+    be->from_host = cpu_copy;
+    be->synchronize = cpu_sync;
+    be->conv_forward = cpu_conv_forward;
+    be->conv_backward_data = cpu_conv_backward_data;
+    be->conv_backward_weights = cpu_conv_backward_weights;
+    be->matmul = cpu_matmul;
+    be->reduce_rows = cpu_reduce_rows;
+    be->sum_squares = cpu_sum_squares;
+    be->has_nonfinite = cpu_has_nonfinite;
+#define CPU_ASSIGN(name) be->name = cpu_##name;
+    FDP_ELEMENTWISE_OPS(CPU_ASSIGN)
+#undef CPU_ASSIGN
+    be->destroy = cpu_destroy;
+    be->impl = fdp_cpu_conv_create();
+    return be;
+}

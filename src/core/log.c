@@ -1,0 +1,32 @@
+/* log.c — rank-aware logging to stderr (info goes to stdout on rank 0). */
+#include "flowdp/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static fdp_log_level g_level = FDP_LOG_INFO;
+static int g_rank = 0, g_size = 1;
+
+void fdp_log_set_level(fdp_log_level level) { g_level = level; }
+fdp_log_level fdp_log_get_level(void) { return g_level; }
+void fdp_log_set_rank(int rank, int size) { g_rank = rank; g_size = size; }
+int fdp_log_rank(void) { return g_rank; }
+
+void fdp_log(fdp_log_level level, const char *fmt, ...) {
+    if (level > g_level) return;
+    if (level >= FDP_LOG_INFO && g_rank != 0) return;
+    FILE *out = level >= FDP_LOG_INFO ? stdout : stderr;
+    static const char *tag[] = {"error: ", "warning: ", "", "debug: "};
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (g_size > 1 && level < FDP_LOG_INFO)
+        fprintf(out, "flowdp [rank %d]: %s%s\n", g_rank, tag[level], buf);
+    else if (level < FDP_LOG_INFO)
+        fprintf(out, "flowdp: %s%s\n", tag[level], buf);
+    else
+        fprintf(out, "%s%s\n", tag[level], buf);
+    fflush(out);
+}
