@@ -13,6 +13,7 @@
 #ifndef FLOWDP_KERNELS_ELEMENTWISE_H
 #define FLOWDP_KERNELS_ELEMENTWISE_H
 #include "kernels/hd.h"
+#include "kernels/philox.h"
 
 /* ---- generic ------------------------------------------------------------- */
 /* y[i] = v */
@@ -356,6 +357,7 @@ FDP_HD static inline void fdp_k_adam(int64_t i, const fdp_adam_args *a) {
     X(coupling_affine)               \
     X(coupling_affine_backward)      \
     X(squeeze)                       \
-    X(adam)
+    X(adam)                          \
+    X(philox_fill)
 
 #endif
