@@ -27,6 +27,18 @@ FDP_HD static inline void fdp_k_axpby(int64_t i, const fdp_axpby_args *a) {
     a->y[i] = a->beta == 0.0f ? r : r + a->beta * a->y[i];
 }
 
+/* y[i] = alpha*x[i] + c */
+typedef struct { const float *x; float *y; float alpha, c; } fdp_scale_shift_args;
+FDP_HD static inline void fdp_k_scale_shift(int64_t i, const fdp_scale_shift_args *a) { a->y[i] = a->alpha * a->x[i] + a->c; }
+
+/* y[i] += alpha*x[i] in double (log-det accumulators) */
+typedef struct { const double *x; double *y; double alpha; } fdp_axpy_f64_args;
+FDP_HD static inline void fdp_k_axpy_f64(int64_t i, const fdp_axpy_f64_args *a) { a->y[i] += a->alpha * a->x[i]; }
+
+/* y[i] = (float)(alpha*x[i]) : doubles to floats */
+typedef struct { const double *x; float *y; double alpha; } fdp_f64_to_f32_args;
+FDP_HD static inline void fdp_k_f64_to_f32(int64_t i, const fdp_f64_to_f32_args *a) { a->y[i] = (float)(a->alpha * a->x[i]); }
+
 /* y[i] = sigmoid(x[i]) */
 typedef struct { const float *x; float *y; } fdp_sigmoid_args;
 FDP_HD static inline void fdp_k_sigmoid(int64_t i, const fdp_sigmoid_args *a) {
@@ -343,6 +355,9 @@ FDP_HD static inline void fdp_k_adam(int64_t i, const fdp_adam_args *a) {
 #define FDP_ELEMENTWISE_OPS(X)       \
     X(fill)                          \
     X(axpby)                         \
+    X(scale_shift)                   \
+    X(axpy_f64)                      \
+    X(f64_to_f32)                    \
     X(sigmoid)                       \
     X(slice_copy)                    \
     X(checkerboard_mul)              \

@@ -1,0 +1,146 @@
+/* nn.h — layers with explicit forward, inverse (bijections) and backward.
+ *
+ * Every layer registers its parameters in an fdp_params table under the
+ * PyTorch module path given as `prefix`, so a state_dict maps onto the table one
+ * to one. Activations are allocated from ctx->arena; what backward needs is kept
+ * in the layer's `saved` fields, valid until the arena is reset (one forward,
+ * then one backward, per step). Backward OVERWRITES the gradients of the
+ * layer's parameters (each layer is applied once per step), and writes or adds
+ * (accumulate) the input gradient.
+ *
+ * Log-determinants are per-sample double arrays (backend memory) that forward
+ * adds to; their gradient dldj is a per-sample float array (d loss / d sldj). */
+#ifndef FLOWDP_NN_H
+#define FLOWDP_NN_H
+#include "flowdp/arena.h"
+#include "flowdp/backend.h"
+#include "flowdp/params.h"
+#include "flowdp/tensor.h"
+
+/* all-reduce (sum) of doubles in backend memory across ranks (synchronized BatchNorm) */
+typedef void (*fdp_allreduce_f64_fn)(void *comm, double *buf, int count);
+
+typedef struct fdp_ctx {
+    fdp_backend *be;
+    fdp_arena *arena;        /* activations and scratch of the current step */
+    fdp_params *params;
+    int training;            /* 1: BatchNorm uses batch statistics and updates running ones */
+    fdp_allreduce_f64_fn allreduce_f64; /* NULL: one process */
+    void *comm;
+    int world_size;          /* ranks whose batches form the global batch (1 without MPI) */
+} fdp_ctx;
+
+/* ---- weight-normed convolution (WNConv2d; weight = g * v / ||v|| per output channel) ---- */
+typedef struct fdp_wnconv {
+    int cin, cout, k, has_bias;
+    int p_g, p_v, p_b;       /* param indices: weight_g (cout,1,1,1), weight_v (cout,cin,k,k), bias (cout) */
+    float *w;                /* (cout,cin,k,k) effective weight of this step (arena) */
+    double *normsq;          /* (cout) ||v||^2 of this step (arena) */
+} fdp_wnconv;
+void fdp_wnconv_init(fdp_wnconv *l, fdp_params *p, const char *prefix, int cin, int cout, int k, int bias);
+/* compute the effective weight for this step (call once per forward, before forward) */
+void fdp_wnconv_prepare(fdp_wnconv *l, fdp_ctx *ctx);
+/* y (n,cout,h,w) = conv(x) (+ y when accumulate) */
+void fdp_wnconv_forward(fdp_wnconv *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, int accumulate);
+/* gradients of g, v, bias from (x, dy); dx (=|+=) input gradient unless dx == NULL */
+void fdp_wnconv_backward(fdp_wnconv *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor dy, float *dx, int accumulate);
+
+/* ---- BatchNorm2d, optionally synchronized across ranks, fused with an activation ---- */
+typedef enum { FDP_ACT_NONE = 0, FDP_ACT_RELU = 1, FDP_ACT_RELU_CAT_NEG = 2 } fdp_act;
+typedef struct fdp_bn {
+    int C;
+    float eps, momentum;
+    int p_w, p_b, b_mean, b_var, b_count; /* weight, bias; running_mean, running_var, num_batches_tracked */
+    float *mean, *invstd;    /* (C) statistics used by the last forward (arena) */
+} fdp_bn;
+void fdp_bn_init(fdp_bn *l, fdp_params *p, const char *prefix, int C);
+/* y = act(mult * bn(x)); y has 2C channels for FDP_ACT_RELU_CAT_NEG. Training: batch statistics
+ * (global over ranks), running statistics updated; else running statistics. */
+void fdp_bn_forward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, float mult, fdp_act act);
+/* from dy at the activation output, the gradients of weight and bias and dx (=|+=) */
+void fdp_bn_backward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, fdp_tensor dy, fdp_tensor dx, float mult,
+                     fdp_act act, int accumulate);
+
+/* ---- the notebook's ResNet s/t network ---- */
+typedef struct fdp_resblock {
+    fdp_bn in_norm;
+    fdp_wnconv in_conv;      /* 3x3, no bias */
+    fdp_bn out_norm;
+    fdp_wnconv out_conv;     /* 3x3, bias */
+    /* saved: (n,mid,h,w) each */
+    fdp_tensor x, a, c, b;   /* block input, relu(in_norm(x)), in_conv(a), relu(out_norm(c)) */
+} fdp_resblock;
+
+typedef struct fdp_resnet {
+    int cin, mid, cout, num_blocks, double_after_norm;
+    fdp_bn in_norm;
+    fdp_wnconv in_conv;      /* (2*cin -> mid), k 3 */
+    fdp_wnconv in_skip;      /* 1x1 */
+    fdp_resblock *blocks;
+    fdp_wnconv *skips;       /* 1x1 each */
+    fdp_bn out_norm;
+    fdp_wnconv out_conv;     /* 1x1 mid -> cout */
+    /* saved */
+    fdp_tensor x;            /* (n,cin,h,w) input */
+    fdp_tensor a0;           /* (n,2cin,h,w) relu(cat(bn, -bn)) */
+    fdp_tensor h0;           /* (n,mid,h,w) in_conv output */
+    fdp_tensor hlast;        /* (n,mid,h,w) output of the last block (h0 when there are none) */
+    fdp_tensor skip;         /* (n,mid,h,w) the skip sum */
+    fdp_tensor o;            /* (n,mid,h,w) relu(out_norm(skip)) */
+} fdp_resnet;
+void fdp_resnet_init(fdp_resnet *r, fdp_params *p, const char *prefix, int cin, int mid, int cout, int num_blocks,
+                     int double_after_norm);
+void fdp_resnet_free(fdp_resnet *r);
+void fdp_resnet_prepare(fdp_resnet *r, fdp_ctx *ctx);
+/* returns the output (n,cout,h,w), allocated from the arena */
+fdp_tensor fdp_resnet_forward(fdp_resnet *r, fdp_ctx *ctx, fdp_tensor x);
+/* dx (=|+=) d/dx of the last forward, given dy (n,cout,h,w) */
+void fdp_resnet_backward(fdp_resnet *r, fdp_ctx *ctx, fdp_tensor dy, fdp_tensor dx, int accumulate);
+
+/* ---- affine coupling (the notebook's CouplingLayer) ---- */
+typedef enum { FDP_MASK_CHECKERBOARD = 0, FDP_MASK_CHANNEL = 1 } fdp_mask;
+typedef struct fdp_coupling {
+    int C;                   /* channels of the input */
+    int Cc;                  /* channels of the changed part (C, or C/2 channel-wise) */
+    int off;                 /* channel-wise: first changed channel (0 or C/2) */
+    fdp_mask mask;
+    int reverse_mask;
+    fdp_resnet st;
+    int p_rg, p_rv;          /* rescale.weight_g, rescale.weight_v (Cc,1,1) */
+    float *rescale;          /* (Cc) effective Rescale weight of this step (arena) */
+    double *rnormsq;         /* (Cc) */
+    /* saved */
+    fdp_tensor y;            /* output of the last forward */
+    fdp_tensor th;           /* (n,Cc,h,w) tanh(s_raw) */
+} fdp_coupling;
+void fdp_coupling_init(fdp_coupling *l, fdp_params *p, const char *prefix, int C, int mid, int num_blocks,
+                       fdp_mask mask, int reverse_mask);
+void fdp_coupling_free(fdp_coupling *l);
+void fdp_coupling_prepare(fdp_coupling *l, fdp_ctx *ctx);
+/* y = coupling(x); sldj[n] += log|det J| per sample. Returns y (arena). */
+fdp_tensor fdp_coupling_forward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor x, double *sldj);
+/* x = coupling^-1(y) (arena) */
+fdp_tensor fdp_coupling_inverse(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y);
+/* from dy and dldj (n), the parameter gradients and dx (arena, returned) */
+fdp_tensor fdp_coupling_backward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor dy, const float *dldj);
+
+/* ---- squeeze / split (no parameters) ---- */
+/* squeeze_2x2: (n,c,h,w) -> (n,4c,h/2,w/2); alt selects the notebook's alt_order */
+fdp_tensor fdp_squeeze(fdp_ctx *ctx, fdp_tensor x, int alt);
+fdp_tensor fdp_unsqueeze(fdp_ctx *ctx, fdp_tensor x, int alt);
+/* channel chunk [c0, c0+nc) as a new tensor; and the concatenation of a and b */
+fdp_tensor fdp_channel_slice(fdp_ctx *ctx, fdp_tensor x, int c0, int nc);
+fdp_tensor fdp_channel_cat(fdp_ctx *ctx, fdp_tensor a, fdp_tensor b);
+
+/* ---- dequantization + logit (RealNVP) ---- */
+/* y = logit of the dequantized pixels x (in [0,1]) with noise u, sldj[n] = sum of its log-det */
+fdp_tensor fdp_logit_forward(fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, float k, float bound, double *sldj);
+
+/* ---- Gaussian prior and the loss ---- */
+/* nll[n] = 0.5*sum z^2 + D/2*log(2 pi) + D*log(k) - sldj[n] per sample (host doubles out, n entries);
+ * returns the batch mean (the notebook's RealNVPLoss). */
+double fdp_gaussian_nll(fdp_ctx *ctx, fdp_tensor z, const double *sldj, double k, double *nll_per_sample);
+/* bits per dimension of a per-image nll (nats) */
+static inline double fdp_bpd(double nll, int64_t dims) { return nll / (0.6931471805599453 * (double)dims); }
+
+#endif
