@@ -1,0 +1,188 @@
+/* config.h — the run configuration: an INI file (parsed with inih) plus
+ * `--set section.key=value` overrides, turned into typed C fields.
+ *
+ * The module is table-driven: every key is ONE row in the table in
+ * src/io/config.c (section, key, type, default as text, range or allowed values,
+ * one line of help, offsetof of its field here). To add a key: add a field to
+ * fdp_config below and a row to that table; loading, --set, range checks,
+ * fdp_config_to_ini, fdp_config_equal and the --help text all follow from it.
+ *
+ * Typical use (flowdp-train):
+ *     fdp_config cfg; fdp_err err;
+ *     fdp_config_defaults(&cfg);
+ *     if (fdp_config_load_file(&cfg, path, &err) ||
+ *         fdp_config_set(&cfg, "train.lr=3e-4", &err) ||   // each --set, in order
+ *         fdp_config_validate(&cfg, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+ *     ...
+ *     fdp_config_free(&cfg);
+ *
+ * File syntax: `[section]` headers and `key = value` lines (`key: value` works
+ * too). Whole-line comments start with ; or #; a value may be followed by a
+ * comment starting with ; or # that is preceded by whitespace
+ * (`lr = 1e-3 ; peak`). Indentation means nothing (indented lines are NOT
+ * continuations of the previous value). Lines may be of any length. Booleans
+ * accept true/false/1/0/yes/no/on/off, enums their listed names (case does not
+ * matter). A key may appear once per file. String values cannot start with ; or
+ * #, contain whitespace followed by ; or #, or have leading/trailing
+ * whitespace (an INI file could not hold them).
+ *
+ * Every error is ONE line in err->msg naming the file (or "--set"), the line,
+ * the section and key and what is wrong, e.g.
+ *     configs/x.ini:7: [train] lr = abc: not a number
+ *     configs/x.ini:3: unknown key [train] btach_size (did you mean batch_size?)
+ */
+#ifndef FLOWDP_CONFIG_H
+#define FLOWDP_CONFIG_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "flowdp/error.h"
+#include "flowdp/log.h"    /* fdp_log_level: [log] level */
+#include "flowdp/tensor.h" /* fdp_device: [train] device */
+
+/* Longest string value + 1 (paths). */
+#define FDP_CONFIG_STR_MAX 4096
+
+/* Enums: the numeric order is the order of the names in the table (and in
+ * the comments here). */
+typedef enum { FDP_MODEL_REALNVP = 0, FDP_MODEL_GLOW = 1 } fdp_model_type;
+typedef enum {
+    FDP_PERM_REVERSE = 0,
+    FDP_PERM_SHUFFLE = 1,
+    FDP_PERM_INVCONV = 2,
+    FDP_PERM_INVCONV_LU = 3
+} fdp_flow_permutation;
+typedef enum { FDP_COUPLING_ADDITIVE = 0, FDP_COUPLING_AFFINE = 1 } fdp_flow_coupling;
+typedef enum { FDP_DATA_IDX = 0, FDP_DATA_CIFAR10 = 1, FDP_DATA_HDF5 = 2 } fdp_data_format;
+typedef enum { FDP_OPT_ADAM = 0, FDP_OPT_ADAMAX = 1 } fdp_optimizer_kind;
+typedef enum { FDP_LR_DECAY_NONE = 0, FDP_LR_DECAY_COSINE = 1, FDP_LR_DECAY_EXPONENTIAL = 2 } fdp_lr_decay;
+typedef enum { FDP_NONFINITE_STOP = 0, FDP_NONFINITE_SKIP = 1 } fdp_on_nonfinite;
+/* the signal that makes every rank checkpoint and exit (SLURM --signal) */
+typedef enum {
+    FDP_STOP_SIGUSR2 = 0,
+    FDP_STOP_SIGUSR1 = 1,
+    FDP_STOP_SIGTERM = 2,
+    FDP_STOP_NONE = 3
+} fdp_stop_signal;
+typedef enum { FDP_ON_WRITE_ERROR_CONTINUE = 0, FDP_ON_WRITE_ERROR_STOP = 1 } fdp_on_write_error;
+
+typedef struct fdp_config {
+    struct {
+        fdp_model_type type;                   /* realnvp | glow */
+        int num_scales;                        /* RealNVP scales */
+        int mid_channels;                      /* RealNVP s/t ResNet channels */
+        int num_blocks;                        /* RealNVP residual blocks per s/t net */
+        double data_constraint;                /* RealNVP logit squeeze, in (0,1) */
+        int n_bits_x;                          /* Glow: bits per colour channel, 1..8 */
+        int n_levels;                          /* Glow L */
+        int depth;                             /* Glow K: flow steps per level */
+        int width;                             /* Glow coupling-net channels */
+        fdp_flow_permutation flow_permutation; /* Glow */
+        fdp_flow_coupling flow_coupling;       /* Glow */
+        bool learntop;                         /* Glow: learned top prior */
+    } model;
+    struct {
+        fdp_data_format format;          /* idx | cifar10 | hdf5 */
+        char train[FDP_CONFIG_STR_MAX];  /* path ("" = not set) */
+        char test[FDP_CONFIG_STR_MAX];   /* path ("" = not set) */
+        int64_t test_limit;              /* 0 = the whole test set */
+        int prefetch;                    /* batches prepared ahead */
+        bool hflip;                      /* random horizontal flip */
+        double translate;                /* max random shift, fraction of the side */
+    } data;
+    struct {
+        fdp_device device;               /* cpu | cuda */
+        int threads;                     /* OpenMP threads per rank, 0 = all cores */
+        int batch_size;                  /* per rank */
+        int64_t steps;                   /* 0 = derive from epochs */
+        double epochs;
+        int64_t seed;
+        fdp_optimizer_kind optimizer;    /* adam | adamax */
+        double lr, adam_beta1, adam_beta2, adam_eps;
+        double weight_decay;             /* on weight-norm g only */
+        double max_grad_norm;            /* 0 = no clipping */
+        int64_t warmup_steps;
+        fdp_lr_decay lr_decay;           /* none | cosine | exponential */
+        double lr_min;
+        double lr_decay_rate;            /* per step, exponential */
+        double ema;                      /* 0 = off */
+        int64_t eval_every;              /* steps, 0 = end of each epoch */
+        int eval_batch_size;
+        fdp_on_nonfinite on_nonfinite;   /* stop | skip */
+        bool rebuild_activations;
+        double bucket_mb;                /* all-reduce bucket size, MiB */
+        int64_t check_every;             /* steps between parameter checksums, 0 = off */
+        fdp_stop_signal signal;
+    } train;
+    struct {
+        char dir[FDP_CONFIG_STR_MAX];
+        int64_t every;                   /* steps, 0 = only at the end and on the signal */
+        int keep_last;
+        bool keep_best;
+        fdp_on_write_error on_write_error; /* continue | stop */
+    } checkpoint;
+    struct {
+        int64_t every;                   /* steps between log lines */
+        fdp_log_level level;             /* error | warn | info | debug */
+        char metrics[FDP_CONFIG_STR_MAX];/* "" = <checkpoint.dir>/metrics.h5 */
+        bool progress;
+    } log;
+
+    /* The text and path (or name) of the last file/string loaded successfully,
+     * malloc'd, owned by the config (fdp_config_free); NULL when nothing was
+     * loaded. Not compared by fdp_config_equal, not written by fdp_config_to_ini. */
+    char *source_text;
+    char *source_path;
+} fdp_config;
+
+/* Every field to its default; source_text/source_path to NULL. Initialises a
+ * fresh struct: it does not free anything (call fdp_config_free first when
+ * reusing a loaded config). */
+void fdp_config_defaults(fdp_config *c);
+
+/* Free source_text/source_path (and set them to NULL). The typed fields stay. */
+void fdp_config_free(fdp_config *c);
+
+/* Apply an INI file ON TOP of the current values (so: defaults, then file,
+ * then --set). All or nothing: on error c is unchanged and -1 is returned with
+ * the message in err. On success c->source_text/source_path become the file's
+ * text and path. A missing/unreadable file is an error naming the path and
+ * strerror. Returns 0 or -1. */
+int fdp_config_load_file(fdp_config *c, const char *path, fdp_err *err);
+
+/* The same for text in memory; name_for_errors stands in for the file name in
+ * messages and becomes c->source_path. */
+int fdp_config_load_string(fdp_config *c, const char *text, const char *name_for_errors, fdp_err *err);
+
+/* One command-line override "section.key=value" (whitespace around the parts
+ * is ignored; the value is taken literally, no comment stripping). Later
+ * overrides of the same key win. On error c is unchanged. Returns 0 or -1;
+ * errors start with "--set". */
+int fdp_config_set(fdp_config *c, const char *assignment, fdp_err *err);
+
+/* Checks that need the whole config (e.g. steps == 0 and epochs == 0), and
+ * re-checks every field against its range / allowed values (in case code set a
+ * field directly). Returns 0 or -1. */
+int fdp_config_validate(const fdp_config *c, fdp_err *err);
+
+/* The WHOLE effective config as INI text, every key of every section, values
+ * written so that loading the text onto defaults gives a config that
+ * fdp_config_equal()s c (doubles in the shortest form that reads back exactly).
+ * malloc'd; the caller frees. Stored in checkpoints. */
+char *fdp_config_to_ini(const fdp_config *c);
+
+/* Every section and key with its type, default, range or allowed values and
+ * meaning (what `flowdp-train --help` prints). */
+void fdp_config_print_help(FILE *f);
+
+/* 1 when every keyed field is equal (doubles bit-for-bit equal as values,
+ * strings by content), else 0. source_text/source_path are ignored. */
+int fdp_config_equal(const fdp_config *a, const fdp_config *b);
+
+/* The canonical name of an enum value of a key ("glow" for model.type ==
+ * FDP_MODEL_GLOW), for logs; NULL when the key is not an enum or the value is
+ * out of range. */
+const char *fdp_config_enum_name(const char *section, const char *key, int value);
+
+#endif

@@ -1,0 +1,246 @@
+/* png.c — PNG output (single images and sample grids) and input, with libpng.
+ *
+ * libpng reports errors by longjmp to the setjmp point in png_jmpbuf. To keep
+ * that safe, all state that must survive the jump lives in a png_job reached
+ * through a pointer (not in locals of the function that calls setjmp), and the
+ * work between setjmp and the end is done in a separate function. */
+#include "flowdp/png.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct png_job {
+    png_structp png;
+    png_infop info;
+    FILE *fp;
+    char msg[256];           /* libpng's error message */
+    /* write */
+    const uint8_t *src;      /* (h, w, ch) */
+    /* read: results */
+    uint8_t *pixels;         /* (h, w, ch), malloc'd */
+    png_bytep *rows;         /* h row pointers into pixels, malloc'd */
+    int h, w, ch;
+} png_job;
+
+static void on_png_error(png_structp png, png_const_charp msg) {
+    png_job *j = png_get_error_ptr(png);
+    snprintf(j->msg, sizeof j->msg, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+static void on_png_warning(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg; /* warnings (e.g. unknown chunks) do not matter here */
+}
+
+/* ---- writing ------------------------------------------------------------------ */
+
+static void write_body(png_job *j) {
+    static const int color_types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
+                                       PNG_COLOR_TYPE_RGB_ALPHA};
+    png_init_io(j->png, j->fp);
+    png_set_IHDR(j->png, j->info, (png_uint_32)j->w, (png_uint_32)j->h, 8, color_types[j->ch], PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(j->png, j->info);
+    size_t row_bytes = (size_t)j->w * (size_t)j->ch;
+    for (int y = 0; y < j->h; y++) png_write_row(j->png, j->src + (size_t)y * row_bytes);
+    png_write_end(j->png, NULL);
+}
+
+static int write_stream(png_job *j) {
+    j->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, j, on_png_error, on_png_warning);
+    if (!j->png) return snprintf(j->msg, sizeof j->msg, "png_create_write_struct failed"), -1;
+    j->info = png_create_info_struct(j->png);
+    if (!j->info) {
+        png_destroy_write_struct(&j->png, NULL);
+        return snprintf(j->msg, sizeof j->msg, "png_create_info_struct failed"), -1;
+    }
+    if (setjmp(png_jmpbuf(j->png))) {
+        png_destroy_write_struct(&j->png, &j->info);
+        return -1;
+    }
+    write_body(j);
+    png_destroy_write_struct(&j->png, &j->info);
+    return 0;
+}
+
+int fdp_png_write(const char *path, const uint8_t *pixels, int height, int width, int channels, fdp_err *err) {
+    if (!path || !*path) return fdp_err_set(err, "cannot write PNG: empty path");
+    if (!pixels || height < 1 || width < 1 || channels < 1 || channels > 4)
+        return fdp_err_set(err, "cannot write PNG %s: bad image %dx%d with %d channels (need >= 1x1, 1..4 channels)",
+                           path, height, width, channels);
+    if ((int64_t)width * channels > INT_MAX / 2)
+        return fdp_err_set(err, "cannot write PNG %s: rows of %d pixels are too wide", path, width);
+
+    /* a temporary file in the same directory (so rename is atomic), created
+     * with O_EXCL so two writers never share one */
+    size_t tlen = strlen(path) + 48;
+    char *tmp = malloc(tlen);
+    if (!tmp) return fdp_err_set(err, "cannot write PNG %s: out of memory", path);
+    int fd = -1;
+    for (int k = 0; k < 100 && fd < 0; k++) {
+        snprintf(tmp, tlen, "%s.tmp.%ld.%d", path, (long)getpid(), k);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0) {
+        int e = errno;
+        free(tmp);
+        return fdp_err_set(err, "cannot write PNG %s: %s", path, strerror(e));
+    }
+    FILE *fp = fdopen(fd, "wb");
+    if (!fp) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return fdp_err_set(err, "cannot write PNG %s: %s", path, strerror(e));
+    }
+
+    png_job j;
+    memset(&j, 0, sizeof j);
+    j.fp = fp;
+    j.src = pixels;
+    j.h = height;
+    j.w = width;
+    j.ch = channels;
+    int rc = 0;
+    if (write_stream(&j)) {
+        rc = fdp_err_set(err, "cannot write PNG %s: libpng: %s", path, j.msg);
+    } else if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
+        rc = fdp_err_set(err, "cannot write PNG %s: %s", path, strerror(errno));
+    }
+    if (fclose(fp) != 0 && rc == 0) rc = fdp_err_set(err, "cannot write PNG %s: %s", path, strerror(errno));
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = fdp_err_set(err, "cannot write PNG %s: rename from %s: %s", path, tmp, strerror(errno));
+    if (rc != 0) unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+int fdp_png_write_grid(const char *path, const float *images, int n, int c, int h, int w, int rows, int cols,
+                       int pad, fdp_err *err) {
+    const char *p = path ? path : "";
+    if (!images || n < 1 || (c != 1 && c != 3) || h < 1 || w < 1 || pad < 0 || rows < 0 || cols < 0)
+        return fdp_err_set(err,
+                           "cannot write PNG grid %s: bad arguments n=%d c=%d h=%d w=%d rows=%d cols=%d pad=%d "
+                           "(need n, h, w >= 1, c = 1 or 3, rows, cols, pad >= 0)",
+                           p, n, c, h, w, rows, cols, pad);
+    if (rows == 0 && cols == 0) {
+        cols = 1;
+        while ((int64_t)cols * cols < n) cols++;
+    }
+    if (rows == 0) rows = (int)(((int64_t)n + cols - 1) / cols);
+    if (cols == 0) cols = (int)(((int64_t)n + rows - 1) / rows);
+    if ((int64_t)rows * cols < n)
+        return fdp_err_set(err, "cannot write PNG grid %s: a %dx%d grid has no room for %d images", p, rows, cols, n);
+    int64_t H = (int64_t)rows * h + (int64_t)(rows - 1) * pad;
+    int64_t W = (int64_t)cols * w + (int64_t)(cols - 1) * pad;
+    if (H > (1 << 20) || W > (1 << 20) || H * W * c > ((int64_t)1 << 31))
+        return fdp_err_set(err, "cannot write PNG grid %s: %lldx%lld pixels is too large", p, (long long)H,
+                           (long long)W);
+    uint8_t *buf = malloc((size_t)(H * W * c));
+    if (!buf) return fdp_err_set(err, "cannot write PNG grid %s: out of memory", p);
+    memset(buf, 255, (size_t)(H * W * c)); /* padding and empty tiles: white */
+    for (int i = 0; i < n; i++) {
+        int64_t y0 = (int64_t)(i / cols) * (h + pad), x0 = (int64_t)(i % cols) * (w + pad);
+        for (int ch = 0; ch < c; ch++) {
+            const float *plane = images + ((int64_t)i * c + ch) * h * w;
+            for (int y = 0; y < h; y++) {
+                uint8_t *dst = buf + ((y0 + y) * W + x0) * c + ch;
+                for (int x = 0; x < w; x++) dst[(int64_t)x * c] = fdp_png_quantize(plane[(int64_t)y * w + x]);
+            }
+        }
+    }
+    int rc = fdp_png_write(path, buf, (int)H, (int)W, c, err);
+    free(buf);
+    return rc;
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+static void read_body(png_job *j) {
+    png_structp png = j->png;
+    png_infop info = j->info;
+    png_init_io(png, j->fp);
+    png_set_sig_bytes(png, 8);
+    png_read_info(png, info);
+    int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
+    if (depth == 16) {
+#ifdef PNG_READ_SCALE_16_TO_8_SUPPORTED
+        png_set_scale_16(png);
+#else
+        png_set_strip_16(png);
+#endif
+    }
+    if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    j->w = (int)png_get_image_width(png, info);
+    j->h = (int)png_get_image_height(png, info);
+    j->ch = png_get_channels(png, info);
+    size_t row_bytes = png_get_rowbytes(png, info);
+    if (j->w < 1 || j->h < 1 || j->ch < 1 || j->ch > 4 || row_bytes != (size_t)j->w * (size_t)j->ch)
+        png_error(png, "unexpected layout after conversion to 8 bits");
+    if ((uint64_t)row_bytes * (uint64_t)j->h > ((uint64_t)1 << 32)) png_error(png, "image too large");
+    j->pixels = malloc(row_bytes * (size_t)j->h);
+    j->rows = malloc(sizeof(png_bytep) * (size_t)j->h);
+    if (!j->pixels || !j->rows) png_error(png, "out of memory");
+    for (int y = 0; y < j->h; y++) j->rows[y] = j->pixels + (size_t)y * row_bytes;
+    png_read_image(png, j->rows);
+    png_read_end(png, NULL);
+}
+
+static int read_stream(png_job *j) {
+    j->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, j, on_png_error, on_png_warning);
+    if (!j->png) return snprintf(j->msg, sizeof j->msg, "png_create_read_struct failed"), -1;
+    j->info = png_create_info_struct(j->png);
+    if (!j->info) {
+        png_destroy_read_struct(&j->png, NULL, NULL);
+        return snprintf(j->msg, sizeof j->msg, "png_create_info_struct failed"), -1;
+    }
+    if (setjmp(png_jmpbuf(j->png))) {
+        png_destroy_read_struct(&j->png, &j->info, NULL);
+        free(j->pixels);
+        free(j->rows);
+        j->pixels = NULL;
+        j->rows = NULL;
+        return -1;
+    }
+    read_body(j);
+    png_destroy_read_struct(&j->png, &j->info, NULL);
+    free(j->rows);
+    j->rows = NULL;
+    return 0;
+}
+
+int fdp_png_read(const char *path, uint8_t **pixels, int *h, int *w, int *channels, fdp_err *err) {
+    *pixels = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return fdp_err_set(err, "cannot open PNG %s: %s", path, strerror(errno));
+    unsigned char sig[8];
+    if (fread(sig, 1, 8, fp) != 8 || png_sig_cmp(sig, 0, 8) != 0) {
+        fclose(fp);
+        return fdp_err_set(err, "cannot read PNG %s: not a PNG file (bad signature)", path);
+    }
+    png_job j;
+    memset(&j, 0, sizeof j);
+    j.fp = fp;
+    int rc = read_stream(&j);
+    fclose(fp);
+    if (rc) return fdp_err_set(err, "cannot read PNG %s: libpng: %s", path, j.msg);
+    *pixels = j.pixels;
+    *h = j.h;
+    *w = j.w;
+    *channels = j.ch;
+    return 0;
+}
