@@ -28,6 +28,7 @@ typedef struct fdp_ctx {
     fdp_allreduce_f64_fn allreduce_f64; /* NULL: one process */
     void *comm;
     int world_size;          /* ranks whose batches form the global batch (1 without MPI) */
+    int no_grad;             /* 1: no backward will follow; layers free their activations at once */
 } fdp_ctx;
 
 /* ---- weight-normed convolution (WNConv2d; weight = g * v / ||v|| per output channel) ---- */

@@ -66,10 +66,11 @@ static fdp_coupling_affine_args affine_args(fdp_coupling *l, fdp_tensor x, fdp_t
 fdp_tensor fdp_coupling_forward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor x, double *sldj) {
     fdp_backend *be = ctx->be;
     FDP_CHECK(x.c == l->C, "coupling: input has %d channels, expected %d", x.c, l->C);
+    fdp_tensor y = fdp_arena_tensor(ctx->arena, x.n, x.c, x.h, x.w);
+    fdp_arena_mark m0 = fdp_arena_get_mark(ctx->arena); /* with no_grad, everything after y is scratch */
+    l->th = fdp_arena_tensor(ctx->arena, x.n, l->Cc, x.h, x.w);
     fdp_tensor in = st_input(l, ctx, x);
     fdp_tensor st = fdp_resnet_forward(&l->st, ctx, in);
-    fdp_tensor y = fdp_arena_tensor(ctx->arena, x.n, x.c, x.h, x.w);
-    l->th = fdp_arena_tensor(ctx->arena, x.n, l->Cc, x.h, x.w);
     fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
     fdp_tensor s = fdp_arena_tensor(ctx->arena, x.n, l->Cc, x.h, x.w);
     fdp_coupling_affine_args a = affine_args(l, x, st, y, l->th.data, s.data, 0);
@@ -78,19 +79,22 @@ fdp_tensor fdp_coupling_forward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor x, dou
     be->reduce_rows(be, s.data, NULL, 1, x.n, fdp_sample_numel(s), ldj);
     fdp_axpy_f64_args pa = {ldj, sldj, 1.0};
     be->axpy_f64(be, x.n, &pa);
-    fdp_arena_reset(ctx->arena, m);
+    fdp_arena_reset(ctx->arena, ctx->no_grad ? m0 : m);
     l->y = y;
     return y;
 }
 
 fdp_tensor fdp_coupling_inverse(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y) {
     FDP_CHECK(y.c == l->C, "coupling: input has %d channels, expected %d", y.c, l->C);
-    /* the identity part of y equals that of x, so the s/t network sees the same input */
+    /* the identity part of y equals that of x, so the s/t network sees the same input;
+     * an inverse has no backward, so the s/t network's activations are scratch */
+    fdp_tensor x = fdp_arena_tensor(ctx->arena, y.n, y.c, y.h, y.w);
+    fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
     fdp_tensor in = st_input(l, ctx, y);
     fdp_tensor st = fdp_resnet_forward(&l->st, ctx, in);
-    fdp_tensor x = fdp_arena_tensor(ctx->arena, y.n, y.c, y.h, y.w);
     fdp_coupling_affine_args a = affine_args(l, y, st, x, NULL, NULL, 1);
     ctx->be->coupling_affine(ctx->be, fdp_numel(y), &a);
+    fdp_arena_reset(ctx->arena, m);
     return x;
 }
 
