@@ -136,7 +136,7 @@ static void check_fixture(const char *path) {
     int64_t D = (int64_t)C * H * W;
     float *x = read_floats(f, "/input/x", N * D), *u = read_floats(f, "/input/u", N * D);
     fdp_arena *arena = fdp_arena_create(64 << 20, NULL, NULL, NULL, FDP_DEVICE_CPU);
-    fdp_ctx ctx = {be, arena, p, 1, NULL, NULL, 1};
+    fdp_ctx ctx = {.be = be, .arena = arena, .params = p, .training = 1, .world_size = 1};
 
     /* ---- training-mode forward ---- */
     fdp_tensor tx = fdp_tensor_wrap(x, N, C, H, W, FDP_DEVICE_CPU), tu = fdp_tensor_wrap(u, N, C, H, W, FDP_DEVICE_CPU);

@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
     fdp_adam opt;
     fdp_adam_init(&opt, &m.params, 0.9f, 0.999f, 1e-8f, 0.0f);
     fdp_arena *arena = fdp_arena_create(256u << 20, NULL, NULL, NULL, be->dev);
-    fdp_ctx ctx = {be, arena, &m.params, 1, NULL, NULL, 1};
+    fdp_ctx ctx = {.be = be, .arena = arena, .params = &m.params, .training = 1, .world_size = 1};
 
     int64_t D = (int64_t)C * H * W;
     float *x = be->alloc(be, sizeof(float) * (size_t)(batch * D));
