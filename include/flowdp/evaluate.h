@@ -1,0 +1,29 @@
+/* evaluate.h — test-set bits per dimension, shared by the trainer and flowdp-eval.
+ *
+ * bpd of an image = (nll + D ln n_bins)/(D ln 2) where nll is in nats of the
+ * continuous density (the models' nll already includes the -D ln n_bins term,
+ * so bpd = nll/(D ln 2)). With K > 1 noise draws, the importance-weighted
+ * estimate nll = -log( (1/K) sum_k exp(-nll_k) ) (log-mean-exp), a tighter bound.
+ * Noise for draw k of sample i comes from Philox keyed (seed, FDP_RNG_EVAL, i, k):
+ * the same on any number of ranks. Each rank evaluates a contiguous range and
+ * the sums are reduced by the caller (one all-reduce at the end). */
+#ifndef FLOWDP_EVALUATE_H
+#define FLOWDP_EVALUATE_H
+#include "flowdp/data.h"
+#include "flowdp/model.h"
+
+typedef struct fdp_eval_sums {
+    double nll;      /* sum of per-image nll (nats) */
+    double bpd;      /* sum of per-image bpd */
+    double bpd_sq;   /* sum of squares of per-image bpd */
+    double count;    /* images */
+} fdp_eval_sums;
+
+/* Evaluate images [begin, end) of d in evaluation mode (BatchNorm running
+ * statistics), batch by batch; adds into *sums. */
+void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, const fdp_dataset *d, int64_t begin, int64_t end,
+                  int batch, uint64_t seed, int draws, fdp_eval_sums *sums);
+/* mean and standard error of the mean of the per-image bpd */
+void fdp_eval_summary(const fdp_eval_sums *s, double *bpd_mean, double *bpd_stderr, double *nll_mean);
+
+#endif

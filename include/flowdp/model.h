@@ -1,0 +1,33 @@
+/* model.h — one small interface over the flow models (RealNVP now, Glow next),
+ * so that the trainer, flowdp-eval and flowdp-sample do not care which it is. */
+#ifndef FLOWDP_MODEL_H
+#define FLOWDP_MODEL_H
+#include "flowdp/config.h"
+#include "flowdp/nn.h"
+
+typedef struct fdp_model fdp_model;
+struct fdp_model {
+    const char *type;         /* "realnvp" | "glow" */
+    int C, H, W;              /* image shape */
+    int n_bins;               /* pixel values (256 for 8 bits) */
+    fdp_params *params;       /* the name table and flat buffers */
+    /* mean nll (nats/image) of the batch x (pixels in [0,1]) with dequantization noise u in [0,1);
+     * per-sample nll into nll (host) when not NULL. Saves what backward needs unless ctx->no_grad. */
+    double (*forward_loss)(fdp_model *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll);
+    /* gradients of loss_scale * (mean nll of the last forward_loss) */
+    void (*backward)(fdp_model *m, fdp_ctx *ctx, float loss_scale);
+    /* images in [0,1] from standard-normal z (the shape of the image), every prior's
+     * standard deviation scaled by temperature */
+    fdp_tensor (*sample)(fdp_model *m, fdp_ctx *ctx, fdp_tensor z, float temperature);
+    void (*destroy)(fdp_model *m);
+    void *impl;
+};
+
+/* Build the model the config describes for C x H x W images, allocate its
+ * parameters on be and initialize them from seed. -1 with a one-line error
+ * when the configuration cannot take that shape. */
+int fdp_model_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be, uint64_t seed, fdp_model **out,
+                     fdp_err *err);
+void fdp_model_destroy(fdp_model *m);
+
+#endif

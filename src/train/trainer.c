@@ -1,0 +1,617 @@
+/* trainer.c — the training loop: sharded data, dequantization noise keyed by
+ * (seed, epoch, global sample index), forward/backward, gradient all-reduce,
+ * NaN/Inf agreement, clipping, Adam with warmup/decay, metrics and checkpoints
+ * from rank 0, periodic test-set evaluation, signal-driven checkpoint + exit,
+ * and exact resume on any number of ranks. */
+#include "flowdp/trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "flowdp/arena.h"
+#include "flowdp/buckets.h"
+#include "flowdp/checkpoint.h"
+#include "flowdp/data.h"
+#include "flowdp/evaluate.h"
+#include "flowdp/log.h"
+#include "flowdp/metrics.h"
+#include "flowdp/model.h"
+#include "flowdp/optim.h"
+#include "flowdp/rng.h"
+
+/* ---- signals: the handler only sets a flag ---------------------------------- */
+static volatile sig_atomic_t g_stop_signal = 0;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+static void install_signals(const fdp_config *cfg) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    if (cfg->train.signal == FDP_STOP_SIGUSR2) sigaction(SIGUSR2, &sa, NULL);
+    if (cfg->train.signal == FDP_STOP_SIGUSR1) sigaction(SIGUSR1, &sa, NULL);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int mkdir_p(const char *path) {
+    char tmp[FDP_CONFIG_STR_MAX + 128];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* learning rate at step (0-based) of total */
+static double lr_at(const fdp_config *cfg, int64_t step, int64_t total) {
+    double lr = cfg->train.lr;
+    int64_t warm = cfg->train.warmup_steps;
+    double f = 1.0;
+    if (warm > 0 && step < warm) f = (double)(step + 1) / (double)warm;
+    switch (cfg->train.lr_decay) {
+    case FDP_LR_DECAY_COSINE: {
+        double span = (double)(total - warm);
+        double p = span > 0 ? (double)(step - warm) / span : 1.0;
+        if (p < 0) p = 0;
+        if (p > 1) p = 1;
+        lr = cfg->train.lr_min + (lr - cfg->train.lr_min) * 0.5 * (1.0 + cos(3.14159265358979323846 * p));
+        break;
+    }
+    case FDP_LR_DECAY_EXPONENTIAL:
+        lr = lr * pow(cfg->train.lr_decay_rate, (double)step);
+        if (lr < cfg->train.lr_min) lr = cfg->train.lr_min;
+        break;
+    default: break;
+    }
+    return lr * f;
+}
+
+static void format_eta(double s, char *out, size_t len) {
+    if (!(s >= 0) || s > 1e7) {
+        snprintf(out, len, "?");
+        return;
+    }
+    int64_t t = (int64_t)(s + 0.5);
+    if (t >= 3600)
+        snprintf(out, len, "%lldh%02lldm", (long long)(t / 3600), (long long)(t % 3600 / 60));
+    else
+        snprintf(out, len, "%lldm%02llds", (long long)(t / 60), (long long)(t % 60));
+}
+
+typedef struct trainer {
+    const fdp_config *cfg;
+    fdp_comm *comm;
+    int rank, world;
+    fdp_backend *be;
+    fdp_model *model;
+    fdp_adam opt;
+    fdp_arena *arena;
+    fdp_buckets *buckets;
+    fdp_dataset train, test;
+    fdp_metrics *metrics;
+    int per_rank_batch;
+    int64_t steps_per_epoch, total_steps, step;
+    uint64_t seed;
+    double best_bpd, last_bpd;
+    int64_t nonfinite_skipped;
+    char *config_text;
+    char ckpt_dir[FDP_CONFIG_STR_MAX];
+    int64_t last_ckpt_step;
+} trainer;
+
+/* ---- checkpoints ---------------------------------------------------------------- */
+static void fill_meta(trainer *t, fdp_ckpt_meta *meta) {
+    memset(meta, 0, sizeof *meta);
+    meta->step = t->step;
+    meta->epoch = t->steps_per_epoch ? t->step / t->steps_per_epoch : 0;
+    meta->epoch_step = t->steps_per_epoch ? t->step % t->steps_per_epoch : 0;
+    meta->seed = t->seed;
+    meta->world_size = t->world;
+    meta->best_test_bpd = t->best_bpd;
+    meta->last_test_bpd = t->last_bpd;
+    snprintf(meta->model_type, sizeof meta->model_type, "%s", t->model->type);
+    meta->nonfinite_skipped = t->nonfinite_skipped;
+    meta->image_c = t->model->C;
+    meta->image_h = t->model->H;
+    meta->image_w = t->model->W;
+    meta->global_batch = (int64_t)t->per_rank_batch * t->world;
+}
+
+/* host views of the state (the CPU backend's memory is host memory; a device
+ * backend copies into scratch here) */
+static fdp_ckpt_state host_state(trainer *t, float **scratch) {
+    fdp_params *p = t->model->params;
+    fdp_ckpt_state s = {p, p->params, p->buffers, t->opt.m, t->opt.v, NULL};
+    *scratch = NULL;
+    if (t->be->dev != FDP_DEVICE_CPU) {
+        size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
+        float *h = fdp_xmalloc(sizeof(float) * (3 * np + nb + 1));
+        t->be->to_host(t->be, h, p->params, sizeof(float) * np);
+        t->be->to_host(t->be, h + np, t->opt.m, sizeof(float) * np);
+        t->be->to_host(t->be, h + 2 * np, t->opt.v, sizeof(float) * np);
+        t->be->to_host(t->be, h + 3 * np, p->buffers, sizeof(float) * nb);
+        s.params = h;
+        s.opt_m = h + np;
+        s.opt_v = h + 2 * np;
+        s.buffers = h + 3 * np;
+        *scratch = h;
+    }
+    return s;
+}
+
+/* rank 0 writes ckpt_<step>.h5 (and best.h5 when asked); every rank learns whether it worked */
+static int save_checkpoint(trainer *t, int also_best) {
+    int ok = 1;
+    if (t->rank == 0) {
+        char path[FDP_CONFIG_STR_MAX + 64];
+        fdp_ckpt_path_for_step(t->ckpt_dir, t->step, path, sizeof path);
+        float *scratch;
+        fdp_ckpt_state s = host_state(t, &scratch);
+        fdp_ckpt_meta meta;
+        fill_meta(t, &meta);
+        fdp_err err = {{0}};
+        double t0 = now_s();
+        if (fdp_ckpt_save(path, &s, &meta, t->config_text, &err) != 0) {
+            fdp_error("checkpoint at step %lld not written: %s", (long long)t->step, err.msg);
+            ok = 0;
+        } else {
+            fdp_debug("checkpoint %s written in %.2f s", path, now_s() - t0);
+            t->last_ckpt_step = t->step;
+            if (also_best) {
+                char best[FDP_CONFIG_STR_MAX + 16];
+                snprintf(best, sizeof best, "%s/best.h5", t->ckpt_dir);
+                if (fdp_ckpt_copy_atomic(path, best, &err) != 0) {
+                    fdp_error("best checkpoint not written: %s", err.msg);
+                    ok = 0;
+                }
+            }
+            if (fdp_ckpt_prune(t->ckpt_dir, t->cfg->checkpoint.keep_last, NULL, &err) != 0)
+                fdp_warn("pruning old checkpoints: %s", err.msg);
+        }
+        free(scratch);
+    }
+    int flag = ok;
+    fdp_comm_broadcast(t->comm, &flag, sizeof flag, 0);
+    return flag;
+}
+
+/* Load path into the model and optimizer (every rank reads it). Returns 0, or -1 with err. */
+static int load_checkpoint(trainer *t, const char *path, fdp_err *err) {
+    fdp_params *p = t->model->params;
+    size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
+    /* into scratch first: a failed load must not leave a half-loaded model */
+    float *h = fdp_xmalloc(sizeof(float) * (3 * np + nb + 1));
+    fdp_ckpt_state s = {p, h, h + 3 * np, h + np, h + 2 * np, NULL};
+    fdp_ckpt_meta meta;
+    if (fdp_ckpt_load_expect(path, t->model->type, &s, &meta, NULL, err) != 0) {
+        free(h);
+        return -1;
+    }
+    t->be->from_host(t->be, p->params, h, sizeof(float) * np);
+    t->be->from_host(t->be, t->opt.m, h + np, sizeof(float) * np);
+    t->be->from_host(t->be, t->opt.v, h + 2 * np, sizeof(float) * np);
+    t->be->from_host(t->be, p->buffers, h + 3 * np, sizeof(float) * nb);
+    free(h);
+    t->step = meta.step;
+    t->opt.step = meta.step - meta.nonfinite_skipped;
+    t->best_bpd = meta.best_test_bpd;
+    t->last_bpd = meta.last_test_bpd;
+    t->nonfinite_skipped = meta.nonfinite_skipped;
+    if (meta.seed != t->seed)
+        fdp_warn("%s was written with seed %llu, the config says %llu: continuing with the checkpoint's", path,
+                 (unsigned long long)meta.seed, (unsigned long long)t->seed);
+    t->seed = meta.seed;
+    /* keep the global batch of the run that wrote it, whatever the number of ranks now */
+    if (meta.global_batch > 0 && meta.global_batch != (int64_t)t->per_rank_batch * t->world) {
+        if (meta.global_batch % t->world != 0)
+            return fdp_err_set(err, "%s: its global batch %lld cannot be split over %d ranks", path,
+                               (long long)meta.global_batch, t->world);
+        int b = (int)(meta.global_batch / t->world);
+        fdp_warn("%s: written by %d rank(s) with global batch %lld; continuing with %d rank(s) x %d", path,
+                 meta.world_size, (long long)meta.global_batch, t->world, b);
+        t->per_rank_batch = b;
+    }
+    fdp_info("resumed from %s at step %lld (epoch %lld)", path, (long long)meta.step, (long long)meta.epoch);
+    return 0;
+}
+
+/* ---- evaluation --------------------------------------------------------------- */
+static void evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *images) {
+    int64_t n = t->test.n, b, e;
+    fdp_eval_range(n, t->rank, t->world, &b, &e);
+    fdp_eval_sums s = {0, 0, 0, 0};
+    fdp_comm_set_phase(t->comm, "evaluation");
+    fdp_evaluate(t->model, t->be, t->arena, &t->test, b, e, t->cfg->train.eval_batch_size, t->seed, 1, &s);
+    double v[4] = {s.nll, s.bpd, s.bpd_sq, s.count};
+    fdp_comm_allreduce_f64(t->comm, v, 4, FDP_REDUCE_SUM);
+    fdp_eval_sums g = {v[0], v[1], v[2], v[3]};
+    fdp_eval_summary(&g, bpd, stderr_out, NULL);
+    *images = (int64_t)v[3];
+}
+
+/* first parameter entry (in backward order) whose gradient is not finite */
+static const char *first_nonfinite_entry(trainer *t) {
+    fdp_params *p = t->model->params;
+    for (int i = p->count - 1; i >= 0; i--) {
+        if (p->entries[i].kind != FDP_PARAM) continue;
+        if (t->be->has_nonfinite(t->be, fdp_params_grad(p, i), p->entries[i].numel)) return p->entries[i].name;
+    }
+    return NULL;
+}
+
+static int train_loop(trainer *t) {
+    const fdp_config *cfg = t->cfg;
+    fdp_backend *be = t->be;
+    fdp_model *m = t->model;
+    fdp_params *p = m->params;
+    int B = t->per_rank_batch;
+    int64_t D = (int64_t)m->C * m->H * m->W;
+    int64_t *perm = fdp_xmalloc(sizeof(int64_t) * (size_t)(t->train.n ? t->train.n : 1));
+    int64_t *idx = fdp_xmalloc(sizeof(int64_t) * (size_t)B);
+    float *hx = fdp_xmalloc(sizeof(float) * (size_t)(B * D));
+    float *x = be->alloc(be, sizeof(float) * (size_t)(B * D));
+    float *u = be->alloc(be, sizeof(float) * (size_t)(B * D));
+    int64_t *didx = be->alloc(be, sizeof(int64_t) * (size_t)B);
+    float *saved_buffers = be->alloc(be, sizeof(float) * (size_t)(p->n_buffers ? p->n_buffers : 1));
+    fdp_ctx ctx = {be, t->arena, p, 1, fdp_comm_allreduce_f64_sum_hook, t->comm, t->world, 0};
+    if (t->world == 1) ctx.allreduce_f64 = NULL;
+    int64_t cur_epoch = -1;
+    int tty = isatty(STDOUT_FILENO) && cfg->log.progress && t->rank == 0;
+    double t_start = now_s(), t_window = now_s(), wait_window = 0.0;
+    int64_t window_steps = 0, start_step = t->step;
+    double bpd_window = 0.0;
+    int rc = FDP_EXIT_OK;
+
+    while (t->step < t->total_steps) {
+        int64_t epoch = t->step / t->steps_per_epoch, se = t->step % t->steps_per_epoch;
+        if (epoch != cur_epoch) {
+            fdp_sampler_epoch_order(t->seed, epoch, t->train.n, perm);
+            cur_epoch = epoch;
+        }
+        double ts = now_s();
+        /* this rank's slice of global batch `se` and its noise */
+        fdp_sampler_batch_indices(perm, se, t->rank, t->world, B, idx);
+        fdp_dataset_gather_float(&t->train, idx, B, hx);
+        be->from_host(be, x, hx, sizeof(float) * (size_t)(B * D));
+        be->from_host(be, didx, idx, sizeof(int64_t) * (size_t)B);
+        fdp_philox_fill_args na = {u, didx, D, t->seed, (uint32_t)epoch, FDP_RNG_DEQUANT, 0};
+        be->philox_fill(be, B * D, &na);
+        if (cfg->train.on_nonfinite == FDP_NONFINITE_SKIP)
+            be->copy(be, saved_buffers, p->buffers, sizeof(float) * (size_t)p->n_buffers);
+
+        fdp_arena_reset_all(t->arena);
+        fdp_comm_set_phase(t->comm, "forward");
+        double nll = m->forward_loss(m, &ctx, fdp_tensor_wrap(x, B, m->C, m->H, m->W, be->dev),
+                                     fdp_tensor_wrap(u, B, m->C, m->H, m->W, be->dev), NULL);
+        fdp_comm_set_phase(t->comm, "backward");
+        fdp_buckets_begin_step(t->buckets);
+        m->backward(m, &ctx, 1.0f);
+        fdp_comm_set_phase(t->comm, "gradient all-reduce");
+        fdp_buckets_wait_all(t->buckets, 1.0f / (float)t->world);
+        wait_window += fdp_buckets_last_wait_s(t->buckets);
+
+        /* one small all-reduce: the loss, "something is not finite", "a stop signal arrived" */
+        int bad_local = !isfinite(nll);
+        double agree[3] = {isfinite(nll) ? nll : 0.0, (double)bad_local, g_stop_signal ? 1.0 : 0.0};
+        fdp_comm_allreduce_f64(t->comm, agree, 3, FDP_REDUCE_SUM);
+        double gnorm = fdp_grad_global_norm(p); /* identical on every rank after the all-reduce */
+        int bad = agree[1] > 0 || !isfinite(gnorm);
+        if (bad) {
+            const char *where = first_nonfinite_entry(t);
+            if (cfg->train.on_nonfinite == FDP_NONFINITE_SKIP) {
+                t->nonfinite_skipped++;
+                be->copy(be, p->buffers, saved_buffers, sizeof(float) * (size_t)p->n_buffers);
+                fdp_warn("step %lld: non-finite %s%s%s; step skipped (%lld so far)", (long long)t->step,
+                         agree[1] > 0 ? "loss" : "gradient", where ? " first in " : "", where ? where : "",
+                         (long long)t->nonfinite_skipped);
+                t->step++;
+                continue;
+            }
+            fdp_error("step %lld: non-finite %s%s%s; stopping without writing anything for this step "
+                      "(last checkpoint: step %lld). Hint: lower [train] lr or set [train] on_nonfinite = skip",
+                      (long long)t->step, agree[1] > 0 ? "loss" : "gradient", where ? " (first in " : "",
+                      where ? where : "", (long long)t->last_ckpt_step);
+            if (where) fdp_error("  (the gradient of %s is the first non-finite one)", where);
+            rc = FDP_EXIT_NONFINITE;
+            break;
+        }
+        double lr = lr_at(cfg, t->step, t->total_steps);
+        fdp_comm_set_phase(t->comm, "optimizer");
+        fdp_adam_step(&t->opt, p, (float)lr, fdp_clip_factor(gnorm, cfg->train.max_grad_norm));
+        t->step++;
+        double bpd = fdp_bpd(agree[0] / t->world, D);
+        double step_time = now_s() - ts;
+        bpd_window += bpd;
+        window_steps++;
+
+        if (t->rank == 0 && t->metrics) {
+            fdp_err err = {{0}};
+            double ep = (double)t->step / (double)t->steps_per_epoch;
+            if (fdp_metrics_train_row(t->metrics, t->step, ep, bpd, lr, gnorm, (double)B * t->world / step_time,
+                                      now_s() - t_start, &err) != 0)
+                fdp_warn("metrics: %s", err.msg);
+        }
+        if (t->rank == 0 && (t->step % cfg->log.every == 0 || t->step == t->total_steps || tty)) {
+            double el = now_s() - t_window;
+            double ips = el > 0 ? (double)B * t->world * window_steps / el : 0.0;
+            double per_step = (now_s() - t_start) / (double)(t->step - start_step);
+            char eta[32];
+            format_eta(per_step * (double)(t->total_steps - t->step), eta, sizeof eta);
+            double ep_pct = 100.0 * (double)(t->step % t->steps_per_epoch) / (double)t->steps_per_epoch;
+            if (t->step % t->steps_per_epoch == 0) ep_pct = 100.0;
+            char line[256];
+            snprintf(line, sizeof line,
+                     "step %lld/%lld | epoch %lld %5.1f%% | train bpd %.4f | lr %.2e | |g| %.3g | %.1f img/s | "
+                     "all-reduce wait %.1f ms | ETA %s",
+                     (long long)t->step, (long long)t->total_steps, (long long)((t->step - 1) / t->steps_per_epoch),
+                     ep_pct, bpd_window / window_steps, lr, gnorm, ips, 1e3 * wait_window / window_steps, eta);
+            if (tty && t->step % cfg->log.every != 0 && t->step != t->total_steps) {
+                printf("\r%s\033[K", line);
+                fflush(stdout);
+            } else {
+                printf("%s%s\n", tty ? "\r" : "", line);
+                fflush(stdout);
+                t_window = now_s();
+                window_steps = 0;
+                bpd_window = 0.0;
+                wait_window = 0.0;
+            }
+        }
+
+        /* periodic cross-rank parameter checksum: silent divergence is a bug */
+        if (t->world > 1 && cfg->train.check_every > 0 && t->step % cfg->train.check_every == 0) {
+            int bad_rank = -1;
+            uint64_t h = fdp_checksum_f32(p->params, p->n_params);
+            if (!fdp_comm_check_same_u64(t->comm, h, &bad_rank))
+                FDP_FATAL("step %lld: the parameters of rank %d differ from rank 0's (silent divergence); "
+                          "hint: a non-deterministic kernel or a corrupted all-reduce",
+                          (long long)t->step, bad_rank);
+        }
+
+        /* evaluation: every eval_every steps, or at the end of each epoch */
+        int end_of_epoch = t->step % t->steps_per_epoch == 0;
+        int do_eval = t->test.n > 0 && ((cfg->train.eval_every > 0 && t->step % cfg->train.eval_every == 0) ||
+                                       (cfg->train.eval_every == 0 && end_of_epoch) || t->step == t->total_steps);
+        int improved = 0;
+        if (do_eval) {
+            double tb, tse;
+            int64_t nimg;
+            double t0 = now_s();
+            evaluate(t, &tb, &tse, &nimg);
+            t->last_bpd = tb;
+            improved = tb < t->best_bpd;
+            if (improved) t->best_bpd = tb;
+            fdp_info("%stest bpd %.4f ± %.4f over %lld images at step %lld (epoch %.2f)%s [%.1f s]", tty ? "\r" : "",
+                     tb, tse, (long long)nimg, (long long)t->step, (double)t->step / t->steps_per_epoch,
+                     improved ? ", best so far" : "", now_s() - t0);
+            if (t->rank == 0 && t->metrics) {
+                fdp_err err = {{0}};
+                if (fdp_metrics_test_row(t->metrics, t->step, (double)t->step / t->steps_per_epoch, tb, tse, nimg,
+                                         &err) != 0 ||
+                    fdp_metrics_flush(t->metrics, &err) != 0)
+                    fdp_warn("metrics: %s", err.msg);
+            }
+        }
+        int stop = agree[2] > 0;
+        int do_ckpt = (cfg->checkpoint.every > 0 && t->step % cfg->checkpoint.every == 0) || t->step == t->total_steps ||
+                      stop || (improved && cfg->checkpoint.keep_best);
+        if (do_ckpt) {
+            if (t->rank == 0 && t->metrics) {
+                fdp_err err = {{0}};
+                if (fdp_metrics_flush(t->metrics, &err) != 0) fdp_warn("metrics: %s", err.msg);
+            }
+            fdp_comm_set_phase(t->comm, "checkpoint");
+            if (!save_checkpoint(t, improved && cfg->checkpoint.keep_best)) {
+                if (cfg->checkpoint.on_write_error == FDP_ON_WRITE_ERROR_STOP) {
+                    fdp_error("stopping: [checkpoint] on_write_error = stop");
+                    rc = FDP_EXIT_CKPT_FAILED;
+                    break;
+                }
+                fdp_warn("continuing without this checkpoint ([checkpoint] on_write_error = continue)");
+            }
+        }
+        if (stop) {
+            fdp_info("stop signal received: every rank checkpointed at step %lld; exiting with %d (please requeue)",
+                     (long long)t->step, FDP_EXIT_REQUEUE);
+            rc = FDP_EXIT_REQUEUE;
+            break;
+        }
+    }
+    if (rc == FDP_EXIT_OK && t->step >= t->total_steps)
+        fdp_info("finished: %lld steps, best test bpd %.4f; checkpoints in %s", (long long)t->step, t->best_bpd,
+                 t->ckpt_dir);
+    free(perm);
+    free(idx);
+    free(hx);
+    be->free(be, x);
+    be->free(be, u);
+    be->free(be, didx);
+    be->free(be, saved_buffers);
+    return rc;
+}
+
+int fdp_train_run(const fdp_train_opts *o) {
+    const fdp_config *cfg = o->cfg;
+    trainer T;
+    memset(&T, 0, sizeof T);
+    trainer *t = &T;
+    t->cfg = cfg;
+    t->comm = o->comm;
+    t->rank = fdp_comm_rank(o->comm);
+    t->world = fdp_comm_size(o->comm);
+    t->seed = (uint64_t)cfg->train.seed;
+    t->best_bpd = INFINITY;
+    t->last_bpd = NAN;
+    t->per_rank_batch = cfg->train.batch_size;
+    t->last_ckpt_step = -1;
+    snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", cfg->checkpoint.dir);
+    fdp_err err = {{0}};
+    int rc = FDP_EXIT_OK;
+
+    /* ---- data (every rank holds the in-memory sets; the HDF5 streaming reader is separate) ---- */
+    const char *fmt = cfg->data.format == FDP_DATA_CIFAR10 ? "cifar10" : cfg->data.format == FDP_DATA_IDX ? "idx" : "hdf5";
+    if (cfg->data.format == FDP_DATA_HDF5) {
+        if (t->rank == 0) fdp_error("[data] format = hdf5: the shard reader is not built yet; use idx or cifar10");
+        return FDP_EXIT_BAD_INPUT;
+    }
+    if (!cfg->data.train[0]) {
+        if (t->rank == 0) fdp_error("%s: [data] train is not set", cfg->source_path ? cfg->source_path : "config");
+        return FDP_EXIT_BAD_INPUT;
+    }
+    int bad = fdp_dataset_load(fmt, cfg->data.train, 1, 0, &t->train, &err) != 0;
+    if (!bad && cfg->data.test[0]) bad = fdp_dataset_load(fmt, cfg->data.test, 0, cfg->data.test_limit, &t->test, &err) != 0;
+    if (fdp_comm_any(t->comm, bad)) {
+        if (bad) fdp_error("%s", err.msg);
+        fdp_dataset_free(&t->train);
+        fdp_dataset_free(&t->test);
+        return FDP_EXIT_BAD_INPUT;
+    }
+    if (t->test.n > 0 && (t->test.c != t->train.c || t->test.h != t->train.h || t->test.w != t->train.w)) {
+        if (t->rank == 0)
+            fdp_error("test set %s is %dx%dx%d but the training set is %dx%dx%d", cfg->data.test, t->test.c, t->test.h,
+                      t->test.w, t->train.c, t->train.h, t->train.w);
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
+    }
+
+    /* ---- backend, model, optimizer ---- */
+    t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
+    if (!t->be) {
+        if (t->rank == 0) fdp_error("%s", err.msg);
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
+    }
+    if (fdp_model_create(cfg, t->train.c, t->train.h, t->train.w, t->be, t->seed, &t->model, &err) != 0) {
+        if (t->rank == 0) fdp_error("%s: %s", cfg->source_path ? cfg->source_path : "config", err.msg);
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
+    }
+    fdp_adam_init(&t->opt, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
+                  (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
+    t->arena = fdp_arena_create(64u << 20, NULL, NULL, NULL, t->be->dev);
+    t->config_text = fdp_config_to_ini(cfg);
+
+    /* ---- resume ---- */
+    if (t->rank == 0 && mkdir_p(t->ckpt_dir) != 0) {
+        fdp_error("cannot create checkpoint directory %s: %s", t->ckpt_dir, strerror(errno));
+        bad = 1;
+    } else {
+        bad = 0;
+    }
+    if (fdp_comm_any(t->comm, bad)) {
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
+    }
+    char rpath[FDP_CONFIG_STR_MAX + 64] = "";
+    int resumed = 0;
+    if (strcmp(o->resume, "none") != 0) {
+        int found = 0;
+        if (strcmp(o->resume, "auto") == 0) {
+            if (t->rank == 0) {
+                int r = fdp_ckpt_find_newest_valid(t->ckpt_dir, rpath, sizeof rpath, &err);
+                if (r < 0) fdp_warn("looking for checkpoints in %s: %s", t->ckpt_dir, err.msg);
+                found = r == 0;
+            }
+            fdp_comm_broadcast(t->comm, &found, sizeof found, 0);
+            fdp_comm_broadcast(t->comm, rpath, sizeof rpath, 0);
+        } else {
+            snprintf(rpath, sizeof rpath, "%s", o->resume);
+            found = 1;
+        }
+        if (found) {
+            bad = load_checkpoint(t, rpath, &err) != 0;
+            if (fdp_comm_any(t->comm, bad)) {
+                if (bad) fdp_error("cannot resume: %s", err.msg);
+                rc = FDP_EXIT_BAD_INPUT;
+                goto out;
+            }
+            resumed = 1;
+            t->last_ckpt_step = t->step;
+        } else if (t->rank == 0) {
+            fdp_info("no checkpoint in %s: starting from scratch", t->ckpt_dir);
+        }
+    }
+    if (!resumed) {
+        /* every rank initialized from the same seed; broadcast anyway so that rank 0 is the truth */
+        fdp_params *p = t->model->params;
+        fdp_comm_broadcast(t->comm, p->params, (int64_t)sizeof(float) * p->n_params, 0);
+        fdp_comm_broadcast(t->comm, p->buffers, (int64_t)sizeof(float) * p->n_buffers, 0);
+    }
+
+    t->steps_per_epoch = fdp_sampler_steps_per_epoch(t->train.n, t->world, t->per_rank_batch);
+    if (t->steps_per_epoch < 1) {
+        if (t->rank == 0)
+            fdp_error("%s: %lld training images cannot fill one global batch of %d x %d ranks", cfg->data.train,
+                      (long long)t->train.n, t->per_rank_batch, t->world);
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
+    }
+    t->total_steps = cfg->train.steps > 0 ? cfg->train.steps : (int64_t)ceil(cfg->train.epochs * (double)t->steps_per_epoch);
+    t->buckets = fdp_buckets_create(t->comm, t->model->params, cfg->train.bucket_mb);
+
+    /* ---- metrics (rank 0) ---- */
+    if (t->rank == 0) {
+        char mpath[FDP_CONFIG_STR_MAX + 32];
+        if (cfg->log.metrics[0])
+            snprintf(mpath, sizeof mpath, "%s", cfg->log.metrics);
+        else
+            snprintf(mpath, sizeof mpath, "%s/metrics.h5", t->ckpt_dir);
+        t->metrics = fdp_metrics_open(mpath, !resumed, &err);
+        if (!t->metrics) {
+            /* keep the unreadable file for inspection and start a new one */
+            char aside[FDP_CONFIG_STR_MAX + 64];
+            snprintf(aside, sizeof aside, "%s.corrupt.%ld", mpath, (long)time(NULL));
+            fdp_warn("%s; moved aside to %s", err.msg, aside);
+            rename(mpath, aside);
+            t->metrics = fdp_metrics_open(mpath, 1, &err);
+            if (!t->metrics) fdp_warn("metrics disabled: %s", err.msg);
+        }
+        if (t->metrics && resumed && fdp_metrics_truncate_after(t->metrics, t->step, &err) != 0)
+            fdp_warn("metrics: %s", err.msg);
+    }
+
+    fdp_info("flowdp-train: %s %dx%dx%d, %lld parameters | %d rank(s) x batch %d = %d | %lld train / %lld test images | "
+             "%lld steps (%lld per epoch) | %s, %d thread(s) per rank",
+             t->model->type, t->model->C, t->model->H, t->model->W, (long long)t->model->params->n_params, t->world,
+             t->per_rank_batch, t->per_rank_batch * t->world, (long long)t->train.n, (long long)t->test.n,
+             (long long)t->total_steps, (long long)t->steps_per_epoch, t->be->name, t->be->num_threads);
+    install_signals(cfg);
+    if (t->step >= t->total_steps) {
+        fdp_info("nothing to do: the checkpoint is at step %lld of %lld", (long long)t->step, (long long)t->total_steps);
+    } else {
+        rc = train_loop(t);
+    }
+
+out:
+    if (t->metrics) fdp_metrics_close(t->metrics);
+    if (t->buckets) fdp_buckets_destroy(t->buckets);
+    free(t->config_text);
+    if (t->arena) fdp_arena_destroy(t->arena);
+    if (t->model) {
+        fdp_adam_free(&t->opt);
+        fdp_model_destroy(t->model);
+    }
+    if (t->be) fdp_backend_destroy(t->be);
+    fdp_dataset_free(&t->train);
+    fdp_dataset_free(&t->test);
+    return rc;
+}
