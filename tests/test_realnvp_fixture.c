@@ -279,7 +279,7 @@ static void test_all_fixtures(void **state) {
     closedir(d);
     assert_true(count > 0);
     for (int i = 0; i < count; i++) {
-        char path[1024];
+        char path[4096 + 512];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         check_fixture(path);
     }

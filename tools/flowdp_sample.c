@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
     int64_t D = (int64_t)m->C * m->H * m->W;
     float *grid = fdp_xmalloc(sizeof(float) * (size_t)(nt * n * D));
     fdp_arena *arena = fdp_arena_create(64u << 20, NULL, NULL, NULL, be->dev);
-    fdp_ctx ctx = {be, arena, m->params, 0, NULL, NULL, 1, 1};
+    fdp_ctx ctx = {.be = be, .arena = arena, .params = m->params, .training = 0, .world_size = 1, .no_grad = 1};
     int64_t *hidx = fdp_xmalloc(sizeof(int64_t) * (size_t)n);
     for (int j = 0; j < n; j++) hidx[j] = j;
     for (int r = 0; r < nt; r++) {

@@ -86,6 +86,7 @@ typedef struct fdp_config {
         fdp_data_format format;          /* idx | cifar10 | hdf5 */
         char train[FDP_CONFIG_STR_MAX];  /* path ("" = not set) */
         char test[FDP_CONFIG_STR_MAX];   /* path ("" = not set) */
+        int64_t train_limit;             /* 0 = the whole training set */
         int64_t test_limit;              /* 0 = the whole test set */
         int prefetch;                    /* batches prepared ahead */
         bool hflip;                      /* random horizontal flip */

@@ -29,6 +29,10 @@ typedef struct fdp_ctx {
     void *comm;
     int world_size;          /* ranks whose batches form the global batch (1 without MPI) */
     int no_grad;             /* 1: no backward will follow; layers free their activations at once */
+    /* called during backward when the gradients of entries [first, last] of the
+     * parameter table are final (starts their all-reduce buckets); may be NULL */
+    void (*grads_ready)(void *user, int first, int last);
+    void *grads_ready_user;
 } fdp_ctx;
 
 /* ---- weight-normed convolution (WNConv2d; weight = g * v / ||v|| per output channel) ---- */
@@ -113,6 +117,7 @@ typedef struct fdp_coupling {
     /* saved */
     fdp_tensor y;            /* output of the last forward */
     fdp_tensor th;           /* (n,Cc,h,w) tanh(s_raw) */
+    int first_entry, last_entry; /* its entries in the parameter table */
 } fdp_coupling;
 void fdp_coupling_init(fdp_coupling *l, fdp_params *p, const char *prefix, int C, int mid, int num_blocks,
                        fdp_mask mask, int reverse_mask);

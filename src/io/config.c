@@ -110,6 +110,7 @@ static const cfg_key KEYS[] = {
      "training set: idx: the images file (train-images-idx3-ubyte); cifar10: the directory with data_batch_1..5.bin; hdf5: the index file"},
     {K(data, test), T_STRING, "", NO_RANGE, NULL,
      "test set, same convention (idx: t10k-images-idx3-ubyte; cifar10: the directory with test_batch.bin); empty = no test set"},
+    {K(data, train_limit), T_INT64, "0", GE(0), NULL, "train on the first N training images only (0 = all; for tests and quick looks)"},
     {K(data, test_limit), T_INT64, "0", GE(0), NULL, "evaluate on the first N test images only (0 = all)"},
     {K(data, prefetch), T_INT, "2", GE(0), NULL, "batches the loader thread prepares ahead (0 = load in the training thread)"},
     {K(data, hflip), T_BOOL, "false", NO_RANGE, NULL, "augmentation: random horizontal flip"},

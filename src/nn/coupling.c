@@ -10,6 +10,7 @@
 void fdp_coupling_init(fdp_coupling *l, fdp_params *p, const char *prefix, int C, int mid, int num_blocks,
                        fdp_mask mask, int reverse_mask) {
     char name[2 * FDP_NAME_MAX];
+    l->first_entry = p->count;
     l->C = C;
     l->mask = mask;
     l->reverse_mask = reverse_mask;
@@ -28,6 +29,7 @@ void fdp_coupling_init(fdp_coupling *l, fdp_params *p, const char *prefix, int C
     l->p_rg = fdp_params_add(p, name, FDP_PARAM, FDP_PFLAG_WEIGHT_DECAY, 3, s);
     snprintf(name, sizeof name, "%s.rescale.weight_v", prefix);
     l->p_rv = fdp_params_add(p, name, FDP_PARAM, 0, 3, s);
+    l->last_entry = p->count - 1;
 }
 
 void fdp_coupling_free(fdp_coupling *l) { fdp_resnet_free(&l->st); }
@@ -134,5 +136,6 @@ fdp_tensor fdp_coupling_backward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor dy, c
         be->slice_copy(be, fdp_numel(did), &sa);
     }
     fdp_arena_reset(ctx->arena, m);
+    if (ctx->grads_ready) ctx->grads_ready(ctx->grads_ready_user, l->first_entry, l->last_entry);
     return dx;
 }

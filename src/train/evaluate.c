@@ -13,7 +13,7 @@ void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, const fdp_dat
               d->w, m->C, m->H, m->W);
     if (draws < 1) draws = 1;
     int64_t D = (int64_t)m->C * m->H * m->W;
-    fdp_ctx ctx = {be, arena, m->params, 0, NULL, NULL, 1, 1};
+    fdp_ctx ctx = {.be = be, .arena = arena, .params = m->params, .training = 0, .world_size = 1, .no_grad = 1};
     int64_t *idx = malloc(sizeof(int64_t) * (size_t)batch);
     float *hx = malloc(sizeof(float) * (size_t)(batch * D));
     double *nll = malloc(sizeof(double) * (size_t)batch), *acc = malloc(sizeof(double) * (size_t)batch * draws);

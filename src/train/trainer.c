@@ -248,6 +248,15 @@ static void evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *image
     *images = (int64_t)v[3];
 }
 
+/* backward hook: a coupling's gradients are final -> its buckets may start */
+static void grads_ready(void *user, int first, int last) {
+    trainer *t = user;
+    const fdp_params *p = t->model->params;
+    for (int i = first; i <= last; i++)
+        if (p->entries[i].kind == FDP_PARAM && p->entries[i].numel > 0) fdp_buckets_mark_ready(t->buckets, i);
+    fdp_buckets_progress(t->buckets);
+}
+
 /* first parameter entry (in backward order) whose gradient is not finite */
 static const char *first_nonfinite_entry(trainer *t) {
     fdp_params *p = t->model->params;
@@ -272,8 +281,12 @@ static int train_loop(trainer *t) {
     float *u = be->alloc(be, sizeof(float) * (size_t)(B * D));
     int64_t *didx = be->alloc(be, sizeof(int64_t) * (size_t)B);
     float *saved_buffers = be->alloc(be, sizeof(float) * (size_t)(p->n_buffers ? p->n_buffers : 1));
-    fdp_ctx ctx = {be, t->arena, p, 1, fdp_comm_allreduce_f64_sum_hook, t->comm, t->world, 0};
+    fdp_ctx ctx = {.be = be, .arena = t->arena, .params = p, .training = 1, .allreduce_f64 = fdp_comm_allreduce_f64_sum_hook, .comm = t->comm, .world_size = t->world};
     if (t->world == 1) ctx.allreduce_f64 = NULL;
+    if (t->world > 1) {
+        ctx.grads_ready = grads_ready;
+        ctx.grads_ready_user = t;
+    }
     int64_t cur_epoch = -1;
     int tty = isatty(STDOUT_FILENO) && cfg->log.progress && t->rank == 0;
     double t_start = now_s(), t_window = now_s(), wait_window = 0.0;
@@ -477,7 +490,7 @@ int fdp_train_run(const fdp_train_opts *o) {
         if (t->rank == 0) fdp_error("%s: [data] train is not set", cfg->source_path ? cfg->source_path : "config");
         return FDP_EXIT_BAD_INPUT;
     }
-    int bad = fdp_dataset_load(fmt, cfg->data.train, 1, 0, &t->train, &err) != 0;
+    int bad = fdp_dataset_load(fmt, cfg->data.train, 1, cfg->data.train_limit, &t->train, &err) != 0;
     if (!bad && cfg->data.test[0]) bad = fdp_dataset_load(fmt, cfg->data.test, 0, cfg->data.test_limit, &t->test, &err) != 0;
     if (fdp_comm_any(t->comm, bad)) {
         if (bad) fdp_error("%s", err.msg);
