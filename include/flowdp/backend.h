@@ -62,6 +62,13 @@ struct fdp_backend {
      * Per sample:                    outer = 1, C = n, inner = c*h*w. */
     void (*reduce_rows)(fdp_backend *be, const float *a, const float *b, int outer, int C, int64_t inner,
                         double *out);
+    /* per channel of x (outer, C, inner): sum[c] = sum x, sumsq[c] = sum x^2, in double, one pass */
+    void (*channel_moments)(fdp_backend *be, const float *x, int outer, int C, int64_t inner, double *sum,
+                            double *sumsq);
+    /* BatchNorm backward sums in one pass, g recomputed per element from (dy, y) by
+     * fdp_bn_act_grad_value: sum_g[c] = sum g, sum_gx[c] = sum g*x; x is (outer = N, C, inner = HW) */
+    void (*bn_backward_reduce)(fdp_backend *be, const fdp_bn_act_grad_args *g, const float *x, int outer,
+                               double *sum_g, double *sum_gx);
     /* sum of squares of x[0..n), in double, returned to the host */
     double (*sum_squares)(fdp_backend *be, const float *x, int64_t n);
     /* 1 if any x[i] is NaN or Inf */

@@ -143,23 +143,22 @@ FDP_HD static inline void fdp_k_bn_act(int64_t i, const fdp_bn_act_args *a) {
 /* Gradient at the BatchNorm output "bn(x)" (before mult and activation), from
  * the gradient dy at the activation output y (same modes as bn_act):
  *   mode 0: g = mult*dy;  mode 1: g = mult*dy*(y > 0);
- *   mode 2: g = mult*(dy[c]*(y[c] > 0) - dy[C+c]*(y[C+c] > 0)).  i over (N, C, HW). */
+ *   mode 2: g = mult*(dy[c]*(y[c] > 0) - dy[C+c]*(y[C+c] > 0)).  i over (N, C, HW).
+ * fdp_bn_act_grad_value computes g without storing it: the fused backward
+ * reduction and bn_grad_apply recompute it instead of reading a g buffer. */
 typedef struct { const float *dy, *y; float *g; int C; int64_t HW; float mult; int mode; } fdp_bn_act_grad_args;
-FDP_HD static inline void fdp_k_bn_act_grad(int64_t i, const fdp_bn_act_grad_args *a) {
-    if (a->mode == 0) {
-        a->g[i] = a->mult * a->dy[i];
-    } else if (a->mode == 1) {
-        a->g[i] = a->y[i] > 0.0f ? a->mult * a->dy[i] : 0.0f;
-    } else {
-        int64_t hw = i % a->HW;
-        int64_t t = i / a->HW;
-        int c = (int)(t % a->C);
-        int64_t n = t / a->C;
-        int64_t ip = (n * 2 * a->C + c) * a->HW + hw, in = (n * 2 * a->C + a->C + c) * a->HW + hw;
-        float g = (a->y[ip] > 0.0f ? a->dy[ip] : 0.0f) - (a->y[in] > 0.0f ? a->dy[in] : 0.0f);
-        a->g[i] = a->mult * g;
-    }
+FDP_HD static inline float fdp_bn_act_grad_value(int64_t i, const fdp_bn_act_grad_args *a) {
+    if (a->mode == 0) return a->mult * a->dy[i];
+    if (a->mode == 1) return a->y[i] > 0.0f ? a->mult * a->dy[i] : 0.0f;
+    int64_t hw = i % a->HW;
+    int64_t t = i / a->HW;
+    int c = (int)(t % a->C);
+    int64_t n = t / a->C;
+    int64_t ip = (n * 2 * a->C + c) * a->HW + hw, in = (n * 2 * a->C + a->C + c) * a->HW + hw;
+    float g = (a->y[ip] > 0.0f ? a->dy[ip] : 0.0f) - (a->y[in] > 0.0f ? a->dy[in] : 0.0f);
+    return a->mult * g;
 }
+FDP_HD static inline void fdp_k_bn_act_grad(int64_t i, const fdp_bn_act_grad_args *a) { a->g[i] = fdp_bn_act_grad_value(i, a); }
 
 /* Per channel c: from sum_g = sum g and sum_gx = sum g*x over the M elements of
  * the channel (double, all ranks), the parameter gradients (overwritten)
@@ -186,11 +185,13 @@ FDP_HD static inline void fdp_k_bn_grad_coef(int64_t c, const fdp_bn_grad_coef_a
     }
 }
 
-/* dx[i] (=|+=) k1[c]*g[i] + k2[c] + k3[c]*(x[i] - mean[c]); i over (N, C, HW) */
-typedef struct { const float *g, *x; float *dx; const float *mean, *k1, *k2, *k3; int C; int64_t HW; int accumulate; } fdp_bn_grad_apply_args;
+/* dx[i] (=|+=) k1[c]*g + k2[c] + k3[c]*(x[i] - mean[c]) with g = fdp_bn_act_grad_value(i, &grad)
+ * (recomputed from dy and y); i over (N, C, HW) */
+typedef struct { fdp_bn_act_grad_args grad; const float *x; float *dx; const float *mean, *k1, *k2, *k3; int C; int64_t HW; int accumulate; } fdp_bn_grad_apply_args;
 FDP_HD static inline void fdp_k_bn_grad_apply(int64_t i, const fdp_bn_grad_apply_args *a) {
     int c = (int)((i / a->HW) % a->C);
-    float v = a->k1[c] * a->g[i] + a->k2[c] + a->k3[c] * (a->x[i] - a->mean[c]);
+    float g = fdp_bn_act_grad_value(i, &a->grad);
+    float v = a->k1[c] * g + a->k2[c] + a->k3[c] * (a->x[i] - a->mean[c]);
     a->dx[i] = a->accumulate ? a->dx[i] + v : v;
 }
 

@@ -38,8 +38,7 @@ void fdp_bn_forward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, float m
                             l->mean, l->invstd};
     if (ctx->training) {
         double *sums = fdp_arena_doubles(ctx->arena, 2 * (int64_t)l->C);
-        be->reduce_rows(be, x.data, NULL, x.n, l->C, HW, sums);
-        be->reduce_rows(be, x.data, x.data, x.n, l->C, HW, sums + l->C);
+        be->channel_moments(be, x.data, x.n, l->C, HW, sums, sums + l->C);
         if (ctx->allreduce_f64) ctx->allreduce_f64(ctx->comm, sums, 2 * l->C);
         sa.sum = sums;
         sa.sumsq = sums + l->C;
@@ -63,12 +62,9 @@ void fdp_bn_backward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, fdp_te
     fdp_backend *be = ctx->be;
     int64_t HW = (int64_t)x.h * x.w;
     fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
-    float *g = fdp_arena_alloc(ctx->arena, sizeof(float) * (size_t)fdp_numel(x));
-    fdp_bn_act_grad_args ga = {dy.data, y.data, g, l->C, HW, mult, (int)act};
-    be->bn_act_grad(be, fdp_numel(x), &ga);
+    fdp_bn_act_grad_args ga = {dy.data, y.data, NULL, l->C, HW, mult, (int)act};
     double *sums = fdp_arena_doubles(ctx->arena, 2 * (int64_t)l->C);
-    be->reduce_rows(be, g, NULL, x.n, l->C, HW, sums);
-    be->reduce_rows(be, g, x.data, x.n, l->C, HW, sums + l->C);
+    be->bn_backward_reduce(be, &ga, x.data, x.n, sums, sums + l->C);
     if (ctx->allreduce_f64 && ctx->training) ctx->allreduce_f64(ctx->comm, sums, 2 * l->C);
     float *k = fdp_arena_alloc(ctx->arena, sizeof(float) * 3 * (size_t)l->C);
     fdp_bn_grad_coef_args ca = {sums, sums + l->C,
@@ -77,7 +73,7 @@ void fdp_bn_backward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, fdp_te
                                 fdp_params_grad(ctx->params, l->p_w), fdp_params_grad(ctx->params, l->p_b),
                                 k, k + l->C, k + 2 * l->C, ctx->training};
     be->bn_grad_coef(be, l->C, &ca);
-    fdp_bn_grad_apply_args pa = {g, x.data, dx.data, l->mean, k, k + l->C, k + 2 * l->C, l->C, HW, accumulate};
+    fdp_bn_grad_apply_args pa = {ga, x.data, dx.data, l->mean, k, k + l->C, k + 2 * l->C, l->C, HW, accumulate};
     be->bn_grad_apply(be, fdp_numel(x), &pa);
     fdp_arena_reset(ctx->arena, m);
 }

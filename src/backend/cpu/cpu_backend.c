@@ -73,6 +73,46 @@ static void cpu_reduce_rows(fdp_backend *be, const float *a, const float *b, int
     }
 }
 
+static void cpu_channel_moments(fdp_backend *be, const float *x, int outer, int C, int64_t inner, double *sum,
+                                double *sumsq) {
+    int par = (int64_t)outer * C * inner >= CPU_PARALLEL_MIN && be->num_threads > 1;
+#pragma omp parallel for schedule(static) if (par)
+    for (int c = 0; c < C; c++) {
+        double s = 0.0, q = 0.0;
+        for (int o = 0; o < outer; o++) {
+            const float *p = x + ((int64_t)o * C + c) * inner;
+            for (int64_t i = 0; i < inner; i++) {
+                double v = p[i];
+                s += v;
+                q += v * v;
+            }
+        }
+        sum[c] = s;
+        sumsq[c] = q;
+    }
+}
+
+static void cpu_bn_backward_reduce(fdp_backend *be, const fdp_bn_act_grad_args *g, const float *x, int outer,
+                                   double *sum_g, double *sum_gx) {
+    int C = g->C;
+    int64_t inner = g->HW;
+    int par = (int64_t)outer * C * inner >= CPU_PARALLEL_MIN && be->num_threads > 1;
+#pragma omp parallel for schedule(static) if (par)
+    for (int c = 0; c < C; c++) {
+        double s = 0.0, q = 0.0;
+        for (int o = 0; o < outer; o++) {
+            int64_t base = ((int64_t)o * C + c) * inner;
+            for (int64_t i = 0; i < inner; i++) {
+                double v = fdp_bn_act_grad_value(base + i, g);
+                s += v;
+                q += v * x[base + i];
+            }
+        }
+        sum_g[c] = s;
+        sum_gx[c] = q;
+    }
+}
+
 static double cpu_sum_squares(fdp_backend *be, const float *x, int64_t n) {
     double acc = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : acc) if (n >= CPU_PARALLEL_MIN)
@@ -130,6 +170,8 @@ fdp_backend *fdp_backend_cpu_create(int threads) {
     be->conv_backward_weights = cpu_conv_backward_weights;
     be->matmul = cpu_matmul;
     be->reduce_rows = cpu_reduce_rows;
+    be->channel_moments = cpu_channel_moments;
+    be->bn_backward_reduce = cpu_bn_backward_reduce;
     be->sum_squares = cpu_sum_squares;
     be->has_nonfinite = cpu_has_nonfinite;
 #define CPU_ASSIGN(name) be->name = cpu_##name;
