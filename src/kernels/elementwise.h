@@ -14,6 +14,7 @@
 #define FLOWDP_KERNELS_ELEMENTWISE_H
 #include "kernels/hd.h"
 #include "kernels/philox.h"
+#include "kernels/glow_ops.h"
 
 /* ---- generic ------------------------------------------------------------- */
 /* y[i] = v */
@@ -374,6 +375,7 @@ FDP_HD static inline void fdp_k_adam(int64_t i, const fdp_adam_args *a) {
     X(coupling_affine_backward)      \
     X(squeeze)                       \
     X(adam)                          \
-    X(philox_fill)
+    X(philox_fill)                   \
+    FDP_GLOW_OPS(X)
 
 #endif
