@@ -139,7 +139,8 @@ fdp_tensor fdp_channel_slice(fdp_ctx *ctx, fdp_tensor x, int c0, int nc);
 fdp_tensor fdp_channel_cat(fdp_ctx *ctx, fdp_tensor a, fdp_tensor b);
 
 /* ---- dequantization + logit (RealNVP) ---- */
-/* y = logit of the dequantized pixels x (in [0,1]) with noise u, sldj[n] = sum of its log-det */
+/* y = logit of the dequantized pixels x (in [0,1]) with noise u; sldj[n] is SET (not added to)
+ * to the sum of its log-det: it starts the log-det of a forward pass */
 fdp_tensor fdp_logit_forward(fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, float k, float bound, double *sldj);
 
 /* ---- Gaussian prior and the loss ---- */

@@ -25,7 +25,6 @@ int fdp_realnvp_build(fdp_realnvp *m, int in_channels, int height, int width, in
                                "realnvp: scale %d of %d gets a %dx%d input, which cannot be squeezed (odd %s); "
                                "with %d scales the input size must be divisible by %d",
                                s, num_scales, H, W, H % 2 ? "height" : "width", num_scales, 1 << (num_scales - 1));
-        if ((4 * C) % 2 != 0) return fdp_err_set(err, "realnvp: scale %d: %d channels do not split", s, 4 * C);
         C *= 2;
         H /= 2;
         W /= 2;
