@@ -1,7 +1,8 @@
-/* optim.h — the optimizer pieces: global-norm gradient clipping and Adam
+/* optim.h — the optimizer pieces: global-norm gradient clipping, Adam
  * (PyTorch 1.13 semantics: L2 weight decay added to the gradient, bias
- * correction), with weight decay applied only to the parameters flagged
- * FDP_PFLAG_WEIGHT_DECAY (the notebook's get_param_groups: weight-norm g).
+ * correction), Adamax and EMA (Polyak) weights (below), with weight decay
+ * applied only to the parameters flagged FDP_PFLAG_WEIGHT_DECAY (the
+ * notebook's get_param_groups: weight-norm g).
  * Moments live in flat buffers laid out like the parameters. */
 #ifndef FLOWDP_OPTIM_H
 #define FLOWDP_OPTIM_H
@@ -24,5 +25,51 @@ double fdp_grad_global_norm(const fdp_params *p);
 float fdp_clip_factor(double norm, double max_norm);
 /* one Adam step with learning rate lr on gradients scaled by gscale (the clip factor) */
 void fdp_adam_step(fdp_adam *o, fdp_params *p, float lr, float gscale);
+
+/* ---- Adamax (Kingma & Ba 2015, Algorithm 2; what openai/glow trains with) ----
+ * Mirrors Adam: the same gradient scaling (clip factor, written back), the same L2
+ * weight decay added to the gradient of the FDP_PFLAG_WEIGHT_DECAY entries only
+ * (Glow flags none), moments in flat buffers laid out like the parameters:
+ *   g = grad*gscale + wd*p;  m = b1*m + (1-b1)*g;  u = max(b2*u, |g|)
+ *   p -= lr/(1 - b1^t) * m/(u + eps)
+ * openai_lr = 1 multiplies the step by sqrt(1 - b2^t), as openai/glow's optim.adamax
+ * does (its alpha_t, copied from its Adam); 0 (the default) is the paper's Adamax.
+ * For checkpoints: m -> /optimizer/m, u -> /optimizer/v, step as Adam's. */
+typedef struct fdp_adamax {
+    float beta1, beta2, eps, weight_decay;
+    int openai_lr;  /* 0: lr/(1-b1^t); 1: also * sqrt(1-b2^t) */
+    int64_t step;   /* steps taken */
+    float *m, *u;   /* (n_params) backend memory: first moment, infinity norm */
+    fdp_backend *be;
+} fdp_adamax;
+
+void fdp_adamax_init(fdp_adamax *o, const fdp_params *p, float beta1, float beta2, float eps, float weight_decay);
+void fdp_adamax_free(fdp_adamax *o);
+void fdp_adamax_step(fdp_adamax *o, fdp_params *p, float lr, float gscale);
+
+/* ---- EMA (Polyak) weights: ema = decay*ema + (1-decay)*params after each step ----
+ * The first update after init (updates == 0) copies the parameters instead of
+ * blending, so the data-dependent ActNorm initialization of the first step (and
+ * any init the optimizer never moves) is not averaged with the pre-init values;
+ * after a resume set `updates` to the steps taken (any value > 0) once the
+ * checkpoint's /ema section is loaded into `w`. Evaluation / sampling with the
+ * EMA weights: fdp_ema_swap before, fdp_ema_swap after (exact: a swap), or copy
+ * them out with fdp_ema_copy_to (e.g. into a checkpoint's /ema). */
+typedef struct fdp_ema {
+    float decay;
+    int64_t updates;  /* blends done (0: the next update copies) */
+    int64_t n;        /* floats (= n_params) */
+    float *w;         /* (n_params) backend memory, laid out like the parameters */
+    fdp_backend *be;
+} fdp_ema;
+
+/* w = the current parameters (updates = 0) */
+void fdp_ema_init(fdp_ema *e, const fdp_params *p, float decay);
+void fdp_ema_free(fdp_ema *e);
+void fdp_ema_update(fdp_ema *e, const fdp_params *p);
+/* exchange the parameters and the EMA weights (call again to undo) */
+void fdp_ema_swap(fdp_ema *e, fdp_params *p);
+/* dst (n_params, backend memory) = the EMA weights */
+void fdp_ema_copy_to(const fdp_ema *e, float *dst);
 
 #endif

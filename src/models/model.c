@@ -1,8 +1,9 @@
-/* model.c — the fdp_model interface over RealNVP (and, later, Glow). */
+/* model.c — the fdp_model interface over RealNVP and Glow. */
 #include "flowdp/model.h"
 
 #include <stdlib.h>
 
+#include "flowdp/glow.h"
 #include "flowdp/realnvp.h"
 
 static double realnvp_forward_loss(fdp_model *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll) {
@@ -21,11 +22,51 @@ static void realnvp_destroy(fdp_model *m) {
     free(m->impl);
 }
 
+static double glow_forward_loss(fdp_model *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll) {
+    return fdp_glow_forward_loss(m->impl, ctx, x, u, nll);
+}
+static void glow_backward(fdp_model *m, fdp_ctx *ctx, float loss_scale) { fdp_glow_backward(m->impl, ctx, loss_scale); }
+static fdp_tensor glow_sample(fdp_model *m, fdp_ctx *ctx, fdp_tensor z, float temperature) {
+    return fdp_glow_sample(m->impl, ctx, z, temperature);
+}
+static void glow_destroy(fdp_model *m) {
+    fdp_glow_free(m->impl);
+    free(m->impl);
+}
+
+static int glow_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be, uint64_t seed, fdp_model **out,
+                       fdp_err *err) {
+    fdp_glow *g = fdp_xcalloc(1, sizeof *g);
+    fdp_glow_hparams hp;
+    fdp_glow_hparams_from_config(cfg, &hp);
+    if (fdp_glow_build(g, &hp, C, H, W, err) != 0) {
+        fdp_glow_free(g);
+        free(g);
+        return -1;
+    }
+    fdp_glow_alloc_init(g, be, seed);
+    fdp_model *m = fdp_xcalloc(1, sizeof *m);
+    m->type = "glow";
+    m->C = C;
+    m->H = H;
+    m->W = W;
+    m->n_bins = g->n_bins;
+    m->params = &g->params;
+    m->forward_loss = glow_forward_loss;
+    m->backward = glow_backward;
+    m->sample = glow_sample;
+    m->destroy = glow_destroy;
+    m->impl = g;
+    *out = m;
+    return 0;
+}
+
 int fdp_model_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be, uint64_t seed, fdp_model **out,
                      fdp_err *err) {
     *out = NULL;
+    if (cfg->model.type == FDP_MODEL_GLOW) return glow_create(cfg, C, H, W, be, seed, out, err);
     if (cfg->model.type != FDP_MODEL_REALNVP)
-        return fdp_err_set(err, "[model] type = glow: Glow is not built yet (only realnvp)");
+        return fdp_err_set(err, "[model] type = %d is unknown (realnvp, glow)", (int)cfg->model.type);
     fdp_realnvp *r = fdp_xcalloc(1, sizeof *r);
     if (fdp_realnvp_build(r, C, H, W, cfg->model.num_scales, cfg->model.mid_channels, cfg->model.num_blocks, err) != 0) {
         free(r);

@@ -1,4 +1,4 @@
-/* optim.c — global-norm clipping and Adam over the flat parameter buffers. */
+/* optim.c — global-norm clipping, Adam, Adamax and EMA weights over the flat parameter buffers. */
 #include "flowdp/optim.h"
 
 #include <math.h>
@@ -64,4 +64,94 @@ void fdp_adam_step(fdp_adam *o, fdp_params *p, float lr, float gscale) {
         p->be->adam(p->be, end - begin, &a);
         i = j;
     }
+}
+
+/* ---- Adamax ------------------------------------------------------------------------ */
+void fdp_adamax_init(fdp_adamax *o, const fdp_params *p, float beta1, float beta2, float eps, float weight_decay) {
+    memset(o, 0, sizeof *o);
+    o->beta1 = beta1;
+    o->beta2 = beta2;
+    o->eps = eps;
+    o->weight_decay = weight_decay;
+    o->be = p->be;
+    size_t bytes = sizeof(float) * (size_t)(p->n_params ? p->n_params : 1);
+    o->m = p->be->alloc(p->be, bytes);
+    o->u = p->be->alloc(p->be, bytes);
+    p->be->memset0(p->be, o->m, bytes);
+    p->be->memset0(p->be, o->u, bytes);
+}
+
+void fdp_adamax_free(fdp_adamax *o) {
+    if (o->be) {
+        o->be->free(o->be, o->m);
+        o->be->free(o->be, o->u);
+    }
+    memset(o, 0, sizeof *o);
+}
+
+void fdp_adamax_step(fdp_adamax *o, fdp_params *p, float lr, float gscale) {
+    o->step++;
+    double step_size = lr / (1.0 - pow((double)o->beta1, (double)o->step));
+    if (o->openai_lr) step_size *= sqrt(1.0 - pow((double)o->beta2, (double)o->step));
+    fdp_adamax_args a = {NULL, NULL, NULL, NULL, gscale, 0.0f, o->beta1, o->beta2, o->eps, (float)step_size};
+    /* runs of consecutive entries with the same weight decay, one launch each (as Adam) */
+    int i = 0;
+    while (i < p->count) {
+        if (p->entries[i].kind != FDP_PARAM) {
+            i++;
+            continue;
+        }
+        int wd = (p->entries[i].flags & FDP_PFLAG_WEIGHT_DECAY) != 0;
+        int64_t begin = p->entries[i].offset, end = begin + p->entries[i].numel;
+        int j = i + 1;
+        while (j < p->count && (p->entries[j].kind != FDP_PARAM ||
+                                (((p->entries[j].flags & FDP_PFLAG_WEIGHT_DECAY) != 0) == wd &&
+                                 p->entries[j].offset == end))) {
+            if (p->entries[j].kind == FDP_PARAM) end += p->entries[j].numel;
+            j++;
+        }
+        a.p = p->params + begin;
+        a.grad = p->grads + begin;
+        a.m = o->m + begin;
+        a.u = o->u + begin;
+        a.wd = wd ? o->weight_decay : 0.0f;
+        p->be->adamax(p->be, end - begin, &a);
+        i = j;
+    }
+}
+
+/* ---- EMA ------------------------------------------------------------------------------ */
+void fdp_ema_init(fdp_ema *e, const fdp_params *p, float decay) {
+    memset(e, 0, sizeof *e);
+    e->decay = decay;
+    e->be = p->be;
+    e->n = p->n_params;
+    size_t bytes = sizeof(float) * (size_t)(p->n_params ? p->n_params : 1);
+    e->w = p->be->alloc(p->be, bytes);
+    p->be->memset0(p->be, e->w, bytes);
+    if (p->n_params) p->be->copy(p->be, e->w, p->params, sizeof(float) * (size_t)p->n_params);
+}
+
+void fdp_ema_free(fdp_ema *e) {
+    if (e->be) e->be->free(e->be, e->w);
+    memset(e, 0, sizeof *e);
+}
+
+void fdp_ema_update(fdp_ema *e, const fdp_params *p) {
+    if (e->updates == 0) {
+        if (e->n) e->be->copy(e->be, e->w, p->params, sizeof(float) * (size_t)e->n);
+    } else {
+        fdp_axpby_args a = {p->params, e->w, 1.0f - e->decay, e->decay};
+        e->be->axpby(e->be, e->n, &a);
+    }
+    e->updates++;
+}
+
+void fdp_ema_swap(fdp_ema *e, fdp_params *p) {
+    fdp_swap_f32_args a = {e->w, p->params};
+    e->be->swap_f32(e->be, e->n, &a);
+}
+
+void fdp_ema_copy_to(const fdp_ema *e, float *dst) {
+    if (e->n) e->be->copy(e->be, dst, e->w, sizeof(float) * (size_t)e->n);
 }
