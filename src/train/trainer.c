@@ -103,7 +103,11 @@ typedef struct trainer {
     int rank, world;
     fdp_backend *be;
     fdp_model *model;
-    fdp_adam opt;
+    int adamax;          /* [train] optimizer = adamax */
+    fdp_adam opt;        /* Adam state (when !adamax) */
+    fdp_adamax optx;     /* Adamax state (when adamax) */
+    int use_ema;
+    fdp_ema ema;         /* EMA weights (when use_ema) */
     fdp_arena *arena;
     fdp_buckets *buckets;
     fdp_dataset train, test;
@@ -117,6 +121,23 @@ typedef struct trainer {
     char ckpt_dir[FDP_CONFIG_STR_MAX];
     int64_t last_ckpt_step;
 } trainer;
+
+/* ---- the optimizer, whichever it is ------------------------------------------------ */
+static float *opt_m(trainer *t) { return t->adamax ? t->optx.m : t->opt.m; }
+static float *opt_v(trainer *t) { return t->adamax ? t->optx.u : t->opt.v; }
+static void opt_set_step(trainer *t, int64_t step) {
+    if (t->adamax)
+        t->optx.step = step;
+    else
+        t->opt.step = step;
+}
+static void opt_step(trainer *t, float lr, float gscale) {
+    if (t->adamax)
+        fdp_adamax_step(&t->optx, t->model->params, lr, gscale);
+    else
+        fdp_adam_step(&t->opt, t->model->params, lr, gscale);
+    if (t->use_ema) fdp_ema_update(&t->ema, t->model->params);
+}
 
 /* ---- checkpoints ---------------------------------------------------------------- */
 static void fill_meta(trainer *t, fdp_ckpt_meta *meta) {
@@ -140,19 +161,23 @@ static void fill_meta(trainer *t, fdp_ckpt_meta *meta) {
  * backend copies into scratch here) */
 static fdp_ckpt_state host_state(trainer *t, float **scratch) {
     fdp_params *p = t->model->params;
-    fdp_ckpt_state s = {p, p->params, p->buffers, t->opt.m, t->opt.v, NULL};
+    fdp_ckpt_state s = {p, p->params, p->buffers, opt_m(t), opt_v(t), t->use_ema ? t->ema.w : NULL};
     *scratch = NULL;
     if (t->be->dev != FDP_DEVICE_CPU) {
         size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
-        float *h = fdp_xmalloc(sizeof(float) * (3 * np + nb + 1));
+        float *h = fdp_xmalloc(sizeof(float) * (4 * np + nb + 1));
         t->be->to_host(t->be, h, p->params, sizeof(float) * np);
-        t->be->to_host(t->be, h + np, t->opt.m, sizeof(float) * np);
-        t->be->to_host(t->be, h + 2 * np, t->opt.v, sizeof(float) * np);
-        t->be->to_host(t->be, h + 3 * np, p->buffers, sizeof(float) * nb);
+        t->be->to_host(t->be, h + np, opt_m(t), sizeof(float) * np);
+        t->be->to_host(t->be, h + 2 * np, opt_v(t), sizeof(float) * np);
+        t->be->to_host(t->be, h + 4 * np, p->buffers, sizeof(float) * nb);
         s.params = h;
         s.opt_m = h + np;
         s.opt_v = h + 2 * np;
-        s.buffers = h + 3 * np;
+        s.buffers = h + 4 * np;
+        if (t->use_ema) {
+            t->be->to_host(t->be, h + 3 * np, t->ema.w, sizeof(float) * np);
+            s.ema = h + 3 * np;
+        }
         *scratch = h;
     }
     return s;
@@ -199,20 +224,32 @@ static int load_checkpoint(trainer *t, const char *path, fdp_err *err) {
     fdp_params *p = t->model->params;
     size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
     /* into scratch first: a failed load must not leave a half-loaded model */
-    float *h = fdp_xmalloc(sizeof(float) * (3 * np + nb + 1));
-    fdp_ckpt_state s = {p, h, h + 3 * np, h + np, h + 2 * np, NULL};
+    float *h = fdp_xmalloc(sizeof(float) * (4 * np + nb + 1));
+    int sections = fdp_ckpt_sections(path, err);
+    if (sections < 0) {
+        free(h);
+        return -1;
+    }
+    int have_ema = t->use_ema && (sections & FDP_CKPT_HAS_EMA);
+    if (t->use_ema && !have_ema)
+        fdp_warn("%s has no EMA weights; the EMA starts from the loaded parameters", path);
+    fdp_ckpt_state s = {p, h, h + 4 * np, h + np, h + 2 * np, have_ema ? h + 3 * np : NULL};
     fdp_ckpt_meta meta;
     if (fdp_ckpt_load_expect(path, t->model->type, &s, &meta, NULL, err) != 0) {
         free(h);
         return -1;
     }
     t->be->from_host(t->be, p->params, h, sizeof(float) * np);
-    t->be->from_host(t->be, t->opt.m, h + np, sizeof(float) * np);
-    t->be->from_host(t->be, t->opt.v, h + 2 * np, sizeof(float) * np);
-    t->be->from_host(t->be, p->buffers, h + 3 * np, sizeof(float) * nb);
+    t->be->from_host(t->be, opt_m(t), h + np, sizeof(float) * np);
+    t->be->from_host(t->be, opt_v(t), h + 2 * np, sizeof(float) * np);
+    t->be->from_host(t->be, p->buffers, h + 4 * np, sizeof(float) * nb);
+    if (t->use_ema) {
+        t->be->from_host(t->be, t->ema.w, have_ema ? h + 3 * np : h, sizeof(float) * np);
+        t->ema.updates = meta.step > 0 ? meta.step : 0;
+    }
     free(h);
     t->step = meta.step;
-    t->opt.step = meta.step - meta.nonfinite_skipped;
+    opt_set_step(t, meta.step - meta.nonfinite_skipped);
     t->best_bpd = meta.best_test_bpd;
     t->last_bpd = meta.last_test_bpd;
     t->nonfinite_skipped = meta.nonfinite_skipped;
@@ -240,7 +277,9 @@ static void evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *image
     fdp_eval_range(n, t->rank, t->world, &b, &e);
     fdp_eval_sums s = {0, 0, 0, 0};
     fdp_comm_set_phase(t->comm, "evaluation");
+    if (t->use_ema) fdp_ema_swap(&t->ema, t->model->params); /* evaluate the EMA weights */
     fdp_evaluate(t->model, t->be, t->arena, &t->test, b, e, t->cfg->train.eval_batch_size, t->seed, 1, &s);
+    if (t->use_ema) fdp_ema_swap(&t->ema, t->model->params);
     double v[4] = {s.nll, s.bpd, s.bpd_sq, s.count};
     fdp_comm_allreduce_f64(t->comm, v, 4, FDP_REDUCE_SUM);
     fdp_eval_sums g = {v[0], v[1], v[2], v[3]};
@@ -349,7 +388,7 @@ static int train_loop(trainer *t) {
         }
         double lr = lr_at(cfg, t->step, t->total_steps);
         fdp_comm_set_phase(t->comm, "optimizer");
-        fdp_adam_step(&t->opt, p, (float)lr, fdp_clip_factor(gnorm, cfg->train.max_grad_norm));
+        opt_step(t, (float)lr, fdp_clip_factor(gnorm, cfg->train.max_grad_norm));
         t->step++;
         double bpd = fdp_bpd(agree[0] / t->world, D);
         double step_time = now_s() - ts;
@@ -518,8 +557,15 @@ int fdp_train_run(const fdp_train_opts *o) {
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
-    fdp_adam_init(&t->opt, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
-                  (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
+    t->adamax = cfg->train.optimizer == FDP_OPT_ADAMAX;
+    if (t->adamax)
+        fdp_adamax_init(&t->optx, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
+                        (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
+    else
+        fdp_adam_init(&t->opt, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
+                      (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
+    t->use_ema = cfg->train.ema > 0.0;
+    if (t->use_ema) fdp_ema_init(&t->ema, t->model->params, (float)cfg->train.ema);
     t->arena = fdp_arena_create(64u << 20, NULL, NULL, NULL, t->be->dev);
     t->config_text = fdp_config_to_ini(cfg);
 
@@ -620,7 +666,11 @@ out:
     free(t->config_text);
     if (t->arena) fdp_arena_destroy(t->arena);
     if (t->model) {
-        fdp_adam_free(&t->opt);
+        if (t->adamax)
+            fdp_adamax_free(&t->optx);
+        else
+            fdp_adam_free(&t->opt);
+        if (t->use_ema) fdp_ema_free(&t->ema);
         fdp_model_destroy(t->model);
     }
     if (t->be) fdp_backend_destroy(t->be);
