@@ -163,19 +163,21 @@ FDP_HD static inline void fdp_k_bn_act_grad(int64_t i, const fdp_bn_act_grad_arg
 
 /* Per channel c: from sum_g = sum g and sum_gx = sum g*x over the M elements of
  * the channel (double, all ranks), the parameter gradients (overwritten)
- *   dbeta = sum_g, dgamma = invstd*(sum_gx - mean*sum_g)
+ *   dbeta = param_scale*sum_g, dgamma = param_scale*invstd*(sum_gx - mean*sum_g)
  * and the coefficients of dx = k1*g + k2 + k3*(x - mean) (training mode):
  *   k1 = gamma*invstd, k2 = -gamma*invstd*sum_g/M, k3 = -gamma*invstd^3*(sum_gx - mean*sum_g)/M.
  * In evaluation mode (training == 0): k1 = gamma*invstd, k2 = k3 = 0. */
 typedef struct {
     const double *sum_g, *sum_gx; double count; const float *mean, *invstd, *gamma;
     float *dgamma, *dbeta; float *k1, *k2, *k3; int training;
+    double param_scale; /* dgamma, dbeta *= param_scale: 1/ranks when the sums are already global
+                         * (synchronized BatchNorm), since the gradient buckets average over ranks again */
 } fdp_bn_grad_coef_args;
 FDP_HD static inline void fdp_k_bn_grad_coef(int64_t c, const fdp_bn_grad_coef_args *a) {
     double is = a->invstd[c], gm = a->gamma[c];
     double sg = a->sum_g[c], sgxc = a->sum_gx[c] - (double)a->mean[c] * sg; /* sum g*(x - mean) */
-    if (a->dbeta) a->dbeta[c] = (float)sg;
-    if (a->dgamma) a->dgamma[c] = (float)(is * sgxc);
+    if (a->dbeta) a->dbeta[c] = (float)(a->param_scale * sg);
+    if (a->dgamma) a->dgamma[c] = (float)(a->param_scale * is * sgxc);
     a->k1[c] = (float)(gm * is);
     if (a->training) {
         a->k2[c] = (float)(-gm * is * sg / a->count);

@@ -65,13 +65,14 @@ void fdp_bn_backward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, fdp_te
     fdp_bn_act_grad_args ga = {dy.data, y.data, NULL, l->C, HW, mult, (int)act};
     double *sums = fdp_arena_doubles(ctx->arena, 2 * (int64_t)l->C);
     be->bn_backward_reduce(be, &ga, x.data, x.n, sums, sums + l->C);
-    if (ctx->allreduce_f64 && ctx->training) ctx->allreduce_f64(ctx->comm, sums, 2 * l->C);
+    int synced = ctx->allreduce_f64 && ctx->training && ctx->world_size > 1;
+    if (synced) ctx->allreduce_f64(ctx->comm, sums, 2 * l->C);
     float *k = fdp_arena_alloc(ctx->arena, sizeof(float) * 3 * (size_t)l->C);
     fdp_bn_grad_coef_args ca = {sums, sums + l->C,
                                 (double)x.n * (double)HW * (double)(ctx->world_size > 0 ? ctx->world_size : 1),
                                 l->mean, l->invstd, fdp_params_data(ctx->params, l->p_w),
                                 fdp_params_grad(ctx->params, l->p_w), fdp_params_grad(ctx->params, l->p_b),
-                                k, k + l->C, k + 2 * l->C, ctx->training};
+                                k, k + l->C, k + 2 * l->C, ctx->training, synced ? 1.0 / ctx->world_size : 1.0};
     be->bn_grad_coef(be, l->C, &ca);
     fdp_bn_grad_apply_args pa = {ga, x.data, dx.data, l->mean, k, k + l->C, k + 2 * l->C, l->C, HW, accumulate};
     be->bn_grad_apply(be, fdp_numel(x), &pa);
