@@ -2,6 +2,7 @@
  * (mean and standard error over images), nats per image, as text and JSON.
  * MPI-parallel: run under mpiexec/srun and each rank evaluates a contiguous
  * slice of the test set; the sums are reduced once at the end. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +14,34 @@
 #include "flowdp/evaluate.h"
 #include "flowdp/log.h"
 #include "flowdp/model_io.h"
+
+/* a non-negative decimal integer up to max, or -1 */
+static long long parse_count(const char *s, long long max) {
+    char *end;
+    errno = 0;
+    if (!*s || *s == '-' || *s == '+') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno == ERANGE || v > (unsigned long long)max) return -1;
+    return (long long)v;
+}
+
+/* s as the inside of a JSON string (quotes, backslashes and control characters escaped) */
+static const char *json_str(const char *s, char *out, size_t len) {
+    size_t o = 0;
+    for (; *s && o + 7 < len; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)ch;
+        } else if (ch < 0x20) {
+            o += (size_t)snprintf(out + o, len - o, "\\u%04x", ch);
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -76,10 +105,33 @@ int main(int argc, char **argv) {
                 goto done;
             }
             break;
-        case 'L': limit = strtoll(optarg, &end, 10); if (*end || limit < 0) { if (rank == 0) fprintf(stderr, "flowdp-eval: --limit %s: expected a non-negative integer\n", optarg); rc = 2; goto done; } break;
-        case 'S': seed = strtoull(optarg, &end, 10); if (*end) { if (rank == 0) fprintf(stderr, "flowdp-eval: --seed %s: expected a non-negative integer\n", optarg); rc = 2; goto done; } break;
+        case 'L':
+            limit = parse_count(optarg, INT64_MAX);
+            if (limit < 0) {
+                if (rank == 0) fprintf(stderr, "flowdp-eval: --limit %s: expected a non-negative integer\n", optarg);
+                rc = 2;
+                goto done;
+            }
+            break;
+        case 'S': {
+            long long v = parse_count(optarg, INT64_MAX);
+            if (v < 0) {
+                if (rank == 0) fprintf(stderr, "flowdp-eval: --seed %s: expected a non-negative integer\n", optarg);
+                rc = 2;
+                goto done;
+            }
+            seed = (unsigned long long)v;
+            break;
+        }
         case 'd': device = optarg; break;
-        case 'T': threads = atoi(optarg); break;
+        case 'T':
+            threads = (int)parse_count(optarg, 4096);
+            if (threads < 0) {
+                if (rank == 0) fprintf(stderr, "flowdp-eval: --threads %s: expected 0 (all cores) to 4096\n", optarg);
+                rc = 2;
+                goto done;
+            }
+            break;
         case 'E': use_ema = 0; break;
         case 'h':
             if (rank == 0) usage(stdout);
@@ -156,6 +208,7 @@ int main(int argc, char **argv) {
             printf("nats per image:  %.3f\n", nll);
             printf("time:            %.1f s (%.1f images/s per rank)\n", secs, (double)(e - b) * draws / secs);
             if (json) {
+                char jc[8192], jd[8192];
                 FILE *f = fopen(json, "w");
                 if (!f) {
                     fprintf(stderr, "flowdp-eval: cannot write %s\n", json);
@@ -164,9 +217,10 @@ int main(int argc, char **argv) {
                     fprintf(f,
                             "{\n  \"checkpoint\": \"%s\",\n  \"step\": %lld,\n  \"model\": \"%s\",\n"
                             "  \"image_shape\": [%d, %d, %d],\n  \"data\": \"%s\",\n  \"format\": \"%s\",\n"
-                            "  \"images\": %lld,\n  \"importance_samples\": %d,\n  \"bpd\": %.8f,\n"
-                            "  \"bpd_stderr\": %.8f,\n  \"nats_per_image\": %.6f,\n  \"ranks\": %d,\n  \"seconds\": %.3f\n}\n",
-                            ckpt, (long long)meta.step, m->type, m->C, m->H, m->W, data, format, (long long)g.count,
+                            "  \"images\": %lld,\n  \"importance_samples\": %d,\n  \"bpd\": %.17g,\n"
+                            "  \"bpd_stderr\": %.17g,\n  \"nats_per_image\": %.17g,\n  \"ranks\": %d,\n  \"seconds\": %.3f\n}\n",
+                            json_str(ckpt, jc, sizeof jc), (long long)meta.step, m->type, m->C, m->H, m->W,
+                            json_str(data, jd, sizeof jd), format, (long long)g.count,
                             draws, bpd, se, nll, world, secs);
                     if (fclose(f) != 0) {
                         fprintf(stderr, "flowdp-eval: error writing %s\n", json);

@@ -1,6 +1,7 @@
 /* flowdp_sample.c — flowdp-sample: a checkpoint -> a PNG grid of samples, one
  * row per temperature (every prior's standard deviation times T). Column j uses
  * the same latent draw in every row, so rows differ by temperature only. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,16 @@
 #include "flowdp/model_io.h"
 #include "flowdp/png.h"
 #include "flowdp/rng.h"
+
+/* a non-negative decimal integer up to max, or -1 */
+static long long parse_count(const char *s, long long max) {
+    char *end;
+    errno = 0;
+    if (!*s || *s == '-' || *s == '+') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno == ERANGE || v > (unsigned long long)max) return -1;
+    return (long long)v;
+}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -58,15 +69,23 @@ int main(int argc, char **argv) {
             nt++;
             break;
         case 'o': out = optarg; break;
-        case 'S':
-            seed = strtoull(optarg, &end, 10);
-            if (*end) {
+        case 'S': {
+            long long v = parse_count(optarg, INT64_MAX);
+            if (v < 0) {
                 fprintf(stderr, "flowdp-sample: --seed %s: expected a non-negative integer\n", optarg);
                 return 2;
             }
+            seed = (unsigned long long)v;
             break;
+        }
         case 'd': device = optarg; break;
-        case 'k': threads = atoi(optarg); break;
+        case 'k':
+            threads = (int)parse_count(optarg, 4096);
+            if (threads < 0) {
+                fprintf(stderr, "flowdp-sample: --threads %s: expected 0 (all cores) to 4096\n", optarg);
+                return 2;
+            }
+            break;
         case 'E': use_ema = 0; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

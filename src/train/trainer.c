@@ -488,9 +488,13 @@ static int train_loop(trainer *t) {
             break;
         }
     }
-    if (rc == FDP_EXIT_OK && t->step >= t->total_steps)
-        fdp_info("finished: %lld steps, best test bpd %.4f; checkpoints in %s", (long long)t->step, t->best_bpd,
-                 t->ckpt_dir);
+    if (rc == FDP_EXIT_OK && t->step >= t->total_steps) {
+        if (isfinite(t->best_bpd))
+            fdp_info("finished: %lld steps, best test bpd %.4f; checkpoints in %s", (long long)t->step, t->best_bpd,
+                     t->ckpt_dir);
+        else
+            fdp_info("finished: %lld steps (no test set); checkpoints in %s", (long long)t->step, t->ckpt_dir);
+    }
     free(perm);
     free(idx);
     free(hx);

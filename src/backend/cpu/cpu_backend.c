@@ -153,7 +153,7 @@ static void cpu_destroy(fdp_backend *be) {
 
 fdp_backend *fdp_backend_cpu_create(int threads) {
     fdp_backend *be = fdp_xcalloc(1, sizeof *be);
-    if (threads <= 0) threads = omp_get_num_procs();
+    if (threads <= 0) threads = omp_get_max_threads(); /* OMP_NUM_THREADS, else all cores */
     omp_set_num_threads(threads);
     be->name = "cpu";
     be->dev = FDP_DEVICE_CPU;
