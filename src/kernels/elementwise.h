@@ -125,11 +125,10 @@ FDP_HD static inline void fdp_k_bn_stats(int64_t c, const fdp_bn_stats_args *a) 
 typedef struct {
     const float *x; float *y; const float *mean, *invstd, *gamma, *beta; int C; int64_t HW; float mult; int mode;
 } fdp_bn_act_args;
-FDP_HD static inline void fdp_k_bn_act(int64_t i, const fdp_bn_act_args *a) {
-    int64_t hw = i % a->HW;
-    int64_t t = i / a->HW;
-    int c = (int)(t % a->C);
-    int64_t n = t / a->C;
+/* the per-element body at a known (n, c, hw); i = (n*C + c)*HW + hw. The CPU backend
+ * loops over (n, c) rows and calls it directly (per-channel values hoisted, inner loop
+ * vectorized); fdp_k_bn_act (the GPU's entry) decomposes i and calls the same body. */
+FDP_HD static inline void fdp_k_bn_act_at(int64_t i, int64_t n, int c, int64_t hw, const fdp_bn_act_args *a) {
     float v = a->mult * ((a->x[i] - a->mean[c]) * a->invstd[c] * a->gamma[c] + a->beta[c]);
     if (a->mode == 0) {
         a->y[i] = v;
@@ -140,6 +139,11 @@ FDP_HD static inline void fdp_k_bn_act(int64_t i, const fdp_bn_act_args *a) {
         a->y[(n * 2 * a->C + a->C + c) * a->HW + hw] = v < 0.0f ? -v : 0.0f;
     }
 }
+FDP_HD static inline void fdp_k_bn_act(int64_t i, const fdp_bn_act_args *a) {
+    int64_t hw = i % a->HW;
+    int64_t t = i / a->HW;
+    fdp_k_bn_act_at(i, t / a->C, (int)(t % a->C), hw, a);
+}
 
 /* Gradient at the BatchNorm output "bn(x)" (before mult and activation), from
  * the gradient dy at the activation output y (same modes as bn_act):
@@ -148,16 +152,17 @@ FDP_HD static inline void fdp_k_bn_act(int64_t i, const fdp_bn_act_args *a) {
  * fdp_bn_act_grad_value computes g without storing it: the fused backward
  * reduction and bn_grad_apply recompute it instead of reading a g buffer. */
 typedef struct { const float *dy, *y; float *g; int C; int64_t HW; float mult; int mode; } fdp_bn_act_grad_args;
-FDP_HD static inline float fdp_bn_act_grad_value(int64_t i, const fdp_bn_act_grad_args *a) {
+FDP_HD static inline float fdp_bn_act_grad_at(int64_t i, int64_t n, int c, int64_t hw, const fdp_bn_act_grad_args *a) {
     if (a->mode == 0) return a->mult * a->dy[i];
     if (a->mode == 1) return a->y[i] > 0.0f ? a->mult * a->dy[i] : 0.0f;
-    int64_t hw = i % a->HW;
-    int64_t t = i / a->HW;
-    int c = (int)(t % a->C);
-    int64_t n = t / a->C;
     int64_t ip = (n * 2 * a->C + c) * a->HW + hw, in = (n * 2 * a->C + a->C + c) * a->HW + hw;
     float g = (a->y[ip] > 0.0f ? a->dy[ip] : 0.0f) - (a->y[in] > 0.0f ? a->dy[in] : 0.0f);
     return a->mult * g;
+}
+FDP_HD static inline float fdp_bn_act_grad_value(int64_t i, const fdp_bn_act_grad_args *a) {
+    int64_t hw = i % a->HW;
+    int64_t t = i / a->HW;
+    return fdp_bn_act_grad_at(i, t / a->C, (int)(t % a->C), hw, a);
 }
 FDP_HD static inline void fdp_k_bn_act_grad(int64_t i, const fdp_bn_act_grad_args *a) { a->g[i] = fdp_bn_act_grad_value(i, a); }
 
@@ -191,11 +196,15 @@ FDP_HD static inline void fdp_k_bn_grad_coef(int64_t c, const fdp_bn_grad_coef_a
 /* dx[i] (=|+=) k1[c]*g + k2[c] + k3[c]*(x[i] - mean[c]) with g = fdp_bn_act_grad_value(i, &grad)
  * (recomputed from dy and y); i over (N, C, HW) */
 typedef struct { fdp_bn_act_grad_args grad; const float *x; float *dx; const float *mean, *k1, *k2, *k3; int C; int64_t HW; int accumulate; } fdp_bn_grad_apply_args;
-FDP_HD static inline void fdp_k_bn_grad_apply(int64_t i, const fdp_bn_grad_apply_args *a) {
-    int c = (int)((i / a->HW) % a->C);
-    float g = fdp_bn_act_grad_value(i, &a->grad);
+FDP_HD static inline void fdp_k_bn_grad_apply_at(int64_t i, int64_t n, int c, int64_t hw, const fdp_bn_grad_apply_args *a) {
+    float g = fdp_bn_act_grad_at(i, n, c, hw, &a->grad);
     float v = a->k1[c] * g + a->k2[c] + a->k3[c] * (a->x[i] - a->mean[c]);
     a->dx[i] = a->accumulate ? a->dx[i] + v : v;
+}
+FDP_HD static inline void fdp_k_bn_grad_apply(int64_t i, const fdp_bn_grad_apply_args *a) {
+    int64_t hw = i % a->HW;
+    int64_t t = i / a->HW;
+    fdp_k_bn_grad_apply_at(i, t / a->C, (int)(t % a->C), hw, a);
 }
 
 /* ---- weight normalization --------------------------------------------------- */

@@ -38,6 +38,50 @@ static void cpu_sync(fdp_backend *be) {}
     }
 FDP_ELEMENTWISE_OPS(CPU_ELEMENTWISE)
 
+/* Per-channel ops, looped by (n, c) rows: the same per-element body (fdp_k_NAME_at)
+ * with the channel's values hoisted and the inner loop vectorizable. The args are
+ * copied to a local so that stores through the tensors cannot alias them. */
+#define CPU_CHANNEL_OP(name)                                                                  \
+    static void cpu_rows_##name(fdp_backend *be, int64_t n, const fdp_##name##_args *a) {     \
+        const fdp_##name##_args la = *a;                                                      \
+        int64_t rows = n / la.HW, HW = la.HW;                                                 \
+        int C = la.C;                                                                         \
+        _Pragma("omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN && be->num_threads > 1)") \
+        for (int64_t r = 0; r < rows; r++) {                                                  \
+            int64_t nn = r / C, base = r * HW;                                                \
+            int c = (int)(r % C);                                                             \
+            for (int64_t hw = 0; hw < HW; hw++) fdp_k_##name##_at(base + hw, nn, c, hw, &la); \
+        }                                                                                     \
+    }
+CPU_CHANNEL_OP(bn_act)
+
+#define BN_GRAD_APPLY_MODE(MODE, ACC)                                                          \
+    static void bn_grad_apply_##MODE##_##ACC(fdp_backend *be, int64_t n, const fdp_bn_grad_apply_args *a) { \
+        fdp_bn_grad_apply_args la = *a;                                                        \
+        la.grad.mode = MODE;                                                                   \
+        la.accumulate = ACC;                                                                   \
+        int64_t rows = n / la.HW, HW = la.HW;                                                  \
+        int C = la.C;                                                                          \
+        _Pragma("omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN && be->num_threads > 1)") \
+        for (int64_t r = 0; r < rows; r++) {                                                   \
+            int64_t nn = r / C, base = r * HW;                                                 \
+            int c = (int)(r % C);                                                              \
+            for (int64_t hw = 0; hw < HW; hw++) fdp_k_bn_grad_apply_at(base + hw, nn, c, hw, &la); \
+        }                                                                                      \
+    }
+BN_GRAD_APPLY_MODE(0, 0)
+BN_GRAD_APPLY_MODE(0, 1)
+BN_GRAD_APPLY_MODE(1, 0)
+BN_GRAD_APPLY_MODE(1, 1)
+BN_GRAD_APPLY_MODE(2, 0)
+BN_GRAD_APPLY_MODE(2, 1)
+
+static void cpu_rows_bn_grad_apply(fdp_backend *be, int64_t n, const fdp_bn_grad_apply_args *a) {
+    static void (*const fns[3][2])(fdp_backend *, int64_t, const fdp_bn_grad_apply_args *) = {
+        {bn_grad_apply_0_0, bn_grad_apply_0_1}, {bn_grad_apply_1_0, bn_grad_apply_1_1}, {bn_grad_apply_2_0, bn_grad_apply_2_1}};
+    fns[a->grad.mode][a->accumulate != 0](be, n, a);
+}
+
 /* ---- reductions -------------------------------------------------------------- */
 static void cpu_reduce_rows(fdp_backend *be, const float *a, const float *b, int outer, int C, int64_t inner,
                             double *out) {
@@ -73,44 +117,89 @@ static void cpu_reduce_rows(fdp_backend *be, const float *a, const float *b, int
     }
 }
 
+/* Deterministic double accumulation in FDP_LANES independent partial sums (lane j
+ * takes the elements i with i % FDP_LANES == j, then the lanes are added in order):
+ * the same result on every run and thread count, and no serial dependency chain, so
+ * the loops vectorize. */
+#define FDP_LANES 8
+
 static void cpu_channel_moments(fdp_backend *be, const float *x, int outer, int C, int64_t inner, double *sum,
                                 double *sumsq) {
     int par = (int64_t)outer * C * inner >= CPU_PARALLEL_MIN && be->num_threads > 1;
 #pragma omp parallel for schedule(static) if (par)
     for (int c = 0; c < C; c++) {
-        double s = 0.0, q = 0.0;
+        double s[FDP_LANES] = {0}, q[FDP_LANES] = {0};
         for (int o = 0; o < outer; o++) {
             const float *p = x + ((int64_t)o * C + c) * inner;
-            for (int64_t i = 0; i < inner; i++) {
+            int64_t i = 0;
+            for (; i + FDP_LANES <= inner; i += FDP_LANES)
+                for (int j = 0; j < FDP_LANES; j++) {
+                    double v = p[i + j];
+                    s[j] += v;
+                    q[j] += v * v;
+                }
+            for (; i < inner; i++) {
                 double v = p[i];
-                s += v;
-                q += v * v;
+                s[i % FDP_LANES] += v;
+                q[i % FDP_LANES] += v * v;
             }
         }
-        sum[c] = s;
-        sumsq[c] = q;
+        double ts = 0.0, tq = 0.0;
+        for (int j = 0; j < FDP_LANES; j++) {
+            ts += s[j];
+            tq += q[j];
+        }
+        sum[c] = ts;
+        sumsq[c] = tq;
     }
 }
 
+/* One copy of the loop per activation mode (the mode a compile-time constant, so the
+ * per-element body has no branches left and vectorizes). */
+#define BN_BACKWARD_REDUCE_MODE(MODE)                                                          \
+    static void bn_backward_reduce_mode##MODE(const fdp_bn_act_grad_args *g, const float *x, int outer, \
+                                              double *sum_g, double *sum_gx, int par) {         \
+        fdp_bn_act_grad_args lg = *g;                                                          \
+        lg.mode = MODE;                                                                        \
+        int C = lg.C;                                                                          \
+        int64_t inner = lg.HW;                                                                 \
+        _Pragma("omp parallel for schedule(static) if (par)")                                  \
+        for (int c = 0; c < C; c++) {                                                          \
+            double s[FDP_LANES] = {0}, q[FDP_LANES] = {0};                                     \
+            for (int o = 0; o < outer; o++) {                                                  \
+                int64_t base = ((int64_t)o * C + c) * inner;                                   \
+                int64_t i = 0;                                                                 \
+                for (; i + FDP_LANES <= inner; i += FDP_LANES)                                 \
+                    for (int j = 0; j < FDP_LANES; j++) {                                      \
+                        double v = fdp_bn_act_grad_at(base + i + j, o, c, i + j, &lg);         \
+                        s[j] += v;                                                             \
+                        q[j] += v * x[base + i + j];                                           \
+                    }                                                                          \
+                for (; i < inner; i++) {                                                       \
+                    double v = fdp_bn_act_grad_at(base + i, o, c, i, &lg);                     \
+                    s[i % FDP_LANES] += v;                                                     \
+                    q[i % FDP_LANES] += v * x[base + i];                                       \
+                }                                                                              \
+            }                                                                                  \
+            double ts = 0.0, tq = 0.0;                                                         \
+            for (int j = 0; j < FDP_LANES; j++) {                                              \
+                ts += s[j];                                                                    \
+                tq += q[j];                                                                    \
+            }                                                                                  \
+            sum_g[c] = ts;                                                                     \
+            sum_gx[c] = tq;                                                                    \
+        }                                                                                      \
+    }
+BN_BACKWARD_REDUCE_MODE(0)
+BN_BACKWARD_REDUCE_MODE(1)
+BN_BACKWARD_REDUCE_MODE(2)
+
 static void cpu_bn_backward_reduce(fdp_backend *be, const fdp_bn_act_grad_args *g, const float *x, int outer,
                                    double *sum_g, double *sum_gx) {
-    int C = g->C;
-    int64_t inner = g->HW;
-    int par = (int64_t)outer * C * inner >= CPU_PARALLEL_MIN && be->num_threads > 1;
-#pragma omp parallel for schedule(static) if (par)
-    for (int c = 0; c < C; c++) {
-        double s = 0.0, q = 0.0;
-        for (int o = 0; o < outer; o++) {
-            int64_t base = ((int64_t)o * C + c) * inner;
-            for (int64_t i = 0; i < inner; i++) {
-                double v = fdp_bn_act_grad_value(base + i, g);
-                s += v;
-                q += v * x[base + i];
-            }
-        }
-        sum_g[c] = s;
-        sum_gx[c] = q;
-    }
+    int par = (int64_t)outer * g->C * g->HW >= CPU_PARALLEL_MIN && be->num_threads > 1;
+    if (g->mode == 0) bn_backward_reduce_mode0(g, x, outer, sum_g, sum_gx, par);
+    else if (g->mode == 1) bn_backward_reduce_mode1(g, x, outer, sum_g, sum_gx, par);
+    else bn_backward_reduce_mode2(g, x, outer, sum_g, sum_gx, par);
 }
 
 static double cpu_sum_squares(fdp_backend *be, const float *x, int64_t n) {
@@ -177,6 +266,8 @@ fdp_backend *fdp_backend_cpu_create(int threads) {
 #define CPU_ASSIGN(name) be->name = cpu_##name;
     FDP_ELEMENTWISE_OPS(CPU_ASSIGN)
 #undef CPU_ASSIGN
+    be->bn_act = cpu_rows_bn_act;
+    be->bn_grad_apply = cpu_rows_bn_grad_apply;
     be->destroy = cpu_destroy;
     be->impl = fdp_cpu_conv_create();
     return be;
