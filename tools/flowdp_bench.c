@@ -83,6 +83,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     fdp_err err = {{0}};
+    if (strcmp(device, "cpu") != 0) {
+        fprintf(stderr, "flowdp-bench: --device %s: only cpu is wired in yet (the CUDA backend compiles but is untested)\n", device);
+        return 2;
+    }
     fdp_backend *be = fdp_backend_create(device, threads, &err);
     if (!be) {
         fprintf(stderr, "flowdp-bench: %s\n", err.msg);

@@ -148,6 +148,11 @@ int main(int argc, char **argv) {
         goto done;
     }
     const char *ckpt = argv[optind];
+    if (strcmp(device, "cpu") != 0) {
+        if (rank == 0) fprintf(stderr, "flowdp-eval: --device %s: only cpu is wired in yet (the CUDA backend compiles but is untested)\n", device);
+        rc = 2;
+        goto done;
+    }
     fdp_backend *be = fdp_backend_create(device, threads, &err);
     if (!be) {
         if (rank == 0) fprintf(stderr, "flowdp-eval: %s\n", err.msg);

@@ -550,6 +550,15 @@ int fdp_train_run(const fdp_train_opts *o) {
     }
 
     /* ---- backend, model, optimizer ---- */
+    if (cfg->train.device == FDP_DEVICE_CUDA) {
+        /* the CUDA backend compiles but the trainer's device path (device arena, NCCL buckets,
+         * device checksums) is not wired in yet: refuse rather than crash on a GPU machine */
+        if (t->rank == 0)
+            fdp_error("%s: [train] device = cuda: GPU training is not wired into flowdp-train yet; use device = cpu",
+                      cfg->source_path ? cfg->source_path : "config");
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
+    }
     t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
     if (!t->be) {
         if (t->rank == 0) fdp_error("%s", err.msg);
