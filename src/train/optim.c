@@ -34,6 +34,26 @@ float fdp_clip_factor(double norm, double max_norm) {
     return c < 1.0 ? (float)c : 1.0f;
 }
 
+/* The next run of consecutive parameter entries (from *i) that are contiguous in the
+ * flat buffer and share the weight-decay flag: [*begin, *end) and *wd; 0 when none is
+ * left. The optimizers make one launch per run. */
+static int next_decay_run(const fdp_params *p, int *i, int64_t *begin, int64_t *end, int *wd) {
+    while (*i < p->count && p->entries[*i].kind != FDP_PARAM) (*i)++;
+    if (*i >= p->count) return 0;
+    *wd = (p->entries[*i].flags & FDP_PFLAG_WEIGHT_DECAY) != 0;
+    *begin = p->entries[*i].offset;
+    *end = *begin + p->entries[*i].numel;
+    int j = *i + 1;
+    while (j < p->count && (p->entries[j].kind != FDP_PARAM ||
+                            (((p->entries[j].flags & FDP_PFLAG_WEIGHT_DECAY) != 0) == *wd &&
+                             p->entries[j].offset == *end))) {
+        if (p->entries[j].kind == FDP_PARAM) *end += p->entries[j].numel;
+        j++;
+    }
+    *i = j;
+    return 1;
+}
+
 void fdp_adam_step(fdp_adam *o, fdp_params *p, float lr, float gscale) {
     o->step++;
     double bc1 = 1.0 - pow((double)o->beta1, (double)o->step);
@@ -41,28 +61,15 @@ void fdp_adam_step(fdp_adam *o, fdp_params *p, float lr, float gscale) {
     fdp_adam_args a = {NULL, NULL, NULL, NULL, gscale, 0.0f, o->beta1, o->beta2, o->eps,
                        (float)(lr / bc1), (float)sqrt(bc2)};
     /* runs of consecutive entries with the same weight decay, one launch each */
-    int i = 0;
-    while (i < p->count) {
-        if (p->entries[i].kind != FDP_PARAM) {
-            i++;
-            continue;
-        }
-        int wd = (p->entries[i].flags & FDP_PFLAG_WEIGHT_DECAY) != 0;
-        int64_t begin = p->entries[i].offset, end = begin + p->entries[i].numel;
-        int j = i + 1;
-        while (j < p->count && (p->entries[j].kind != FDP_PARAM ||
-                                (((p->entries[j].flags & FDP_PFLAG_WEIGHT_DECAY) != 0) == wd &&
-                                 p->entries[j].offset == end))) {
-            if (p->entries[j].kind == FDP_PARAM) end += p->entries[j].numel;
-            j++;
-        }
+    int i = 0, wd;
+    int64_t begin, end;
+    while (next_decay_run(p, &i, &begin, &end, &wd)) {
         a.p = p->params + begin;
         a.grad = p->grads + begin;
         a.m = o->m + begin;
         a.v = o->v + begin;
         a.wd = wd ? o->weight_decay : 0.0f;
         p->be->adam(p->be, end - begin, &a);
-        i = j;
     }
 }
 
@@ -95,28 +102,15 @@ void fdp_adamax_step(fdp_adamax *o, fdp_params *p, float lr, float gscale) {
     if (o->openai_lr) step_size *= sqrt(1.0 - pow((double)o->beta2, (double)o->step));
     fdp_adamax_args a = {NULL, NULL, NULL, NULL, gscale, 0.0f, o->beta1, o->beta2, o->eps, (float)step_size};
     /* runs of consecutive entries with the same weight decay, one launch each (as Adam) */
-    int i = 0;
-    while (i < p->count) {
-        if (p->entries[i].kind != FDP_PARAM) {
-            i++;
-            continue;
-        }
-        int wd = (p->entries[i].flags & FDP_PFLAG_WEIGHT_DECAY) != 0;
-        int64_t begin = p->entries[i].offset, end = begin + p->entries[i].numel;
-        int j = i + 1;
-        while (j < p->count && (p->entries[j].kind != FDP_PARAM ||
-                                (((p->entries[j].flags & FDP_PFLAG_WEIGHT_DECAY) != 0) == wd &&
-                                 p->entries[j].offset == end))) {
-            if (p->entries[j].kind == FDP_PARAM) end += p->entries[j].numel;
-            j++;
-        }
+    int i = 0, wd;
+    int64_t begin, end;
+    while (next_decay_run(p, &i, &begin, &end, &wd)) {
         a.p = p->params + begin;
         a.grad = p->grads + begin;
         a.m = o->m + begin;
         a.u = o->u + begin;
         a.wd = wd ? o->weight_decay : 0.0f;
         p->be->adamax(p->be, end - begin, &a);
-        i = j;
     }
 }
 
