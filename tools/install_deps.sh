@@ -13,6 +13,7 @@ PKGS=(
   libdnnl-dev                                # oneDNN: CPU convolutions
   libcmocka-dev                              # unit tests
   libpng-dev zlib1g-dev libinih-dev          # sample grids, gzip IDX, INI configs
+  libzip-dev libjpeg-dev                     # flowdp-pack: ImageNet .npz archives, JPEG folders
   dataset-fashion-mnist                      # the real data of the quickstart and the tests
 )
 

@@ -10,6 +10,7 @@
 #ifndef FLOWDP_EVALUATE_H
 #define FLOWDP_EVALUATE_H
 #include "flowdp/data.h"
+#include "flowdp/loader.h"
 #include "flowdp/model.h"
 
 typedef struct fdp_eval_sums {
@@ -20,9 +21,10 @@ typedef struct fdp_eval_sums {
 } fdp_eval_sums;
 
 /* Evaluate images [begin, end) of d in evaluation mode (BatchNorm running
- * statistics), batch by batch; adds into *sums. */
-void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, const fdp_dataset *d, int64_t begin, int64_t end,
-                  int batch, uint64_t seed, int draws, fdp_eval_sums *sums);
+ * statistics), batch by batch, streamed through a range loader with `prefetch`
+ * batches read ahead (0 = read in this thread); adds into *sums. */
+void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_source *d, int64_t begin, int64_t end,
+                  int batch, int prefetch, uint64_t seed, int draws, fdp_eval_sums *sums);
 /* mean and standard error of the mean of the per-image bpd */
 void fdp_eval_summary(const fdp_eval_sums *s, double *bpd_mean, double *bpd_stderr, double *nll_mean);
 

@@ -7,21 +7,24 @@
 #include "flowdp/error.h"
 #include "flowdp/rng.h"
 
-void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, const fdp_dataset *d, int64_t begin, int64_t end,
-                  int batch, uint64_t seed, int draws, fdp_eval_sums *sums) {
+void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_source *d, int64_t begin, int64_t end,
+                  int batch, int prefetch, uint64_t seed, int draws, fdp_eval_sums *sums) {
     FDP_CHECK(d->c == m->C && d->h == m->H && d->w == m->W, "evaluate: data %dx%dx%d, model %dx%dx%d", d->c, d->h,
               d->w, m->C, m->H, m->W);
     if (draws < 1) draws = 1;
     int64_t D = (int64_t)m->C * m->H * m->W;
     fdp_ctx ctx = {.be = be, .arena = arena, .params = m->params, .training = 0, .world_size = 1, .no_grad = 1};
-    int64_t *idx = malloc(sizeof(int64_t) * (size_t)batch);
-    float *hx = malloc(sizeof(float) * (size_t)(batch * D));
     double *nll = malloc(sizeof(double) * (size_t)batch), *acc = malloc(sizeof(double) * (size_t)batch * draws);
-    FDP_CHECK(idx && hx && nll && acc, "evaluate: out of memory");
-    for (int64_t b0 = begin; b0 < end; b0 += batch) {
-        int n = (int)((end - b0) < batch ? (end - b0) : batch);
-        for (int i = 0; i < n; i++) idx[i] = b0 + i;
-        fdp_dataset_gather_float(d, idx, n, hx);
+    FDP_CHECK(nll && acc, "evaluate: out of memory");
+    /* the range streams through a loader: a packed test set is never held whole */
+    fdp_loader_opts lo = {.src = d, .mode = FDP_LOADER_RANGE, .prefetch = prefetch, .batch = batch, .begin = begin, .end = end};
+    fdp_loader *loader = NULL;
+    fdp_err err = {{0}};
+    FDP_CHECK(fdp_loader_create(&lo, &loader, &err) == 0, "evaluate: %s", err.msg);
+    for (const fdp_batch *bt; (bt = fdp_loader_next(loader)) != NULL;) {
+        int n = bt->count;
+        const int64_t *idx = bt->idx;
+        const float *hx = bt->x;
         for (int k = 0; k < draws; k++) {
             fdp_arena_reset_all(arena);
             fdp_tensor x = fdp_arena_tensor(arena, n, m->C, m->H, m->W);
@@ -51,8 +54,7 @@ void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, const fdp_dat
         }
     }
     fdp_arena_reset_all(arena);
-    free(idx);
-    free(hx);
+    fdp_loader_destroy(loader);
     free(nll);
     free(acc);
 }

@@ -20,6 +20,8 @@
 #include "flowdp/checkpoint.h"
 #include "flowdp/data.h"
 #include "flowdp/evaluate.h"
+#include "flowdp/hdf5_lock.h"
+#include "flowdp/loader.h"
 #include "flowdp/log.h"
 #include "flowdp/metrics.h"
 #include "flowdp/model.h"
@@ -110,7 +112,7 @@ typedef struct trainer {
     fdp_ema ema;         /* EMA weights (when use_ema) */
     fdp_arena *arena;
     fdp_buckets *buckets;
-    fdp_dataset train, test;
+    fdp_source train, test; /* in memory (idx, cifar10) or streamed from shards (hdf5) */
     fdp_metrics *metrics;
     int per_rank_batch;
     int64_t steps_per_epoch, total_steps, step;
@@ -187,6 +189,7 @@ static fdp_ckpt_state host_state(trainer *t, float **scratch) {
 static int save_checkpoint(trainer *t, int also_best) {
     int ok = 1;
     if (t->rank == 0) {
+        fdp_hdf5_lock(); /* a loader thread may be reading shards (hdf5_lock.h) */
         char path[FDP_CONFIG_STR_MAX + 64];
         fdp_ckpt_path_for_step(t->ckpt_dir, t->step, path, sizeof path);
         float *scratch;
@@ -213,6 +216,7 @@ static int save_checkpoint(trainer *t, int also_best) {
                 fdp_warn("pruning old checkpoints: %s", err.msg);
         }
         free(scratch);
+        fdp_hdf5_unlock();
     }
     int flag = ok;
     fdp_comm_broadcast(t->comm, &flag, sizeof flag, 0);
@@ -278,7 +282,8 @@ static void evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *image
     fdp_eval_sums s = {0, 0, 0, 0};
     fdp_comm_set_phase(t->comm, "evaluation");
     if (t->use_ema) fdp_ema_swap(&t->ema, t->model->params); /* evaluate the EMA weights */
-    fdp_evaluate(t->model, t->be, t->arena, &t->test, b, e, t->cfg->train.eval_batch_size, t->seed, 1, &s);
+    fdp_evaluate(t->model, t->be, t->arena, &t->test, b, e, t->cfg->train.eval_batch_size, t->cfg->data.prefetch,
+                 t->seed, 1, &s);
     if (t->use_ema) fdp_ema_swap(&t->ema, t->model->params);
     double v[4] = {s.nll, s.bpd, s.bpd_sq, s.count};
     fdp_comm_allreduce_f64(t->comm, v, 4, FDP_REDUCE_SUM);
@@ -313,9 +318,13 @@ static int train_loop(trainer *t) {
     fdp_params *p = m->params;
     int B = t->per_rank_batch;
     int64_t D = (int64_t)m->C * m->H * m->W;
-    int64_t *perm = fdp_xmalloc(sizeof(int64_t) * (size_t)(t->train.n ? t->train.n : 1));
-    int64_t *idx = fdp_xmalloc(sizeof(int64_t) * (size_t)B);
-    float *hx = fdp_xmalloc(sizeof(float) * (size_t)(B * D));
+    /* the batches of steps [t->step, total_steps), prepared ahead by the loader thread */
+    fdp_loader_opts lo = {.src = &t->train, .mode = FDP_LOADER_TRAIN, .prefetch = cfg->data.prefetch, .batch = B,
+                          .seed = t->seed, .rank = t->rank, .world = t->world, .start_step = t->step,
+                          .end_step = t->total_steps, .hflip = cfg->data.hflip, .translate = cfg->data.translate};
+    fdp_loader *loader = NULL;
+    fdp_err lerr = {{0}};
+    FDP_CHECK(fdp_loader_create(&lo, &loader, &lerr) == 0, "%s", lerr.msg);
     float *x = be->alloc(be, sizeof(float) * (size_t)(B * D));
     float *u = be->alloc(be, sizeof(float) * (size_t)(B * D));
     int64_t *didx = be->alloc(be, sizeof(int64_t) * (size_t)B);
@@ -326,25 +335,23 @@ static int train_loop(trainer *t) {
         ctx.grads_ready = grads_ready;
         ctx.grads_ready_user = t;
     }
-    int64_t cur_epoch = -1;
     int tty = isatty(STDOUT_FILENO) && cfg->log.progress && t->rank == 0;
-    double t_start = now_s(), t_window = now_s(), wait_window = 0.0;
+    double t_start = now_s(), t_window = now_s(), wait_window = 0.0, data_wait_window = 0.0;
     int64_t window_steps = 0, start_step = t->step;
     double bpd_window = 0.0;
     int rc = FDP_EXIT_OK;
 
     while (t->step < t->total_steps) {
-        int64_t epoch = t->step / t->steps_per_epoch, se = t->step % t->steps_per_epoch;
-        if (epoch != cur_epoch) {
-            fdp_sampler_epoch_order(t->seed, epoch, t->train.n, perm);
-            cur_epoch = epoch;
-        }
         double ts = now_s();
-        /* this rank's slice of global batch `se` and its noise */
-        fdp_sampler_batch_indices(perm, se, t->rank, t->world, B, idx);
-        fdp_dataset_gather_float(&t->train, idx, B, hx);
-        be->from_host(be, x, hx, sizeof(float) * (size_t)(B * D));
-        be->from_host(be, didx, idx, sizeof(int64_t) * (size_t)B);
+        /* this rank's slice of the step's global batch (the sampler, data.h) and its noise */
+        double dw0 = fdp_loader_wait_seconds(loader);
+        const fdp_batch *bt = fdp_loader_next(loader);
+        FDP_CHECK(bt && bt->step == t->step && bt->count == B, "data loader out of step at step %lld",
+                  (long long)t->step);
+        data_wait_window += fdp_loader_wait_seconds(loader) - dw0;
+        int64_t epoch = bt->epoch;
+        be->from_host(be, x, bt->x, sizeof(float) * (size_t)(B * D));
+        be->from_host(be, didx, bt->idx, sizeof(int64_t) * (size_t)B);
         fdp_philox_fill_args na = {u, didx, D, t->seed, (uint32_t)epoch, FDP_RNG_DEQUANT, 0};
         be->philox_fill(be, B * D, &na);
         if (cfg->train.on_nonfinite == FDP_NONFINITE_SKIP)
@@ -398,9 +405,11 @@ static int train_loop(trainer *t) {
         if (t->rank == 0 && t->metrics) {
             fdp_err err = {{0}};
             double ep = (double)t->step / (double)t->steps_per_epoch;
-            if (fdp_metrics_train_row(t->metrics, t->step, ep, bpd, lr, gnorm, (double)B * t->world / step_time,
-                                      now_s() - t_start, &err) != 0)
-                fdp_warn("metrics: %s", err.msg);
+            fdp_hdf5_lock();
+            int mrc = fdp_metrics_train_row(t->metrics, t->step, ep, bpd, lr, gnorm, (double)B * t->world / step_time,
+                                            now_s() - t_start, &err);
+            fdp_hdf5_unlock();
+            if (mrc != 0) fdp_warn("metrics: %s", err.msg);
         }
         if (t->rank == 0 && (t->step % cfg->log.every == 0 || t->step == t->total_steps || tty)) {
             double el = now_s() - t_window;
@@ -413,9 +422,10 @@ static int train_loop(trainer *t) {
             char line[256];
             snprintf(line, sizeof line,
                      "step %lld/%lld | epoch %lld %5.1f%% | train bpd %.4f | lr %.2e | |g| %.3g | %.1f img/s | "
-                     "all-reduce wait %.1f ms | ETA %s",
+                     "all-reduce wait %.1f ms | data wait %.1f ms | ETA %s",
                      (long long)t->step, (long long)t->total_steps, (long long)((t->step - 1) / t->steps_per_epoch),
-                     ep_pct, bpd_window / window_steps, lr, gnorm, ips, 1e3 * wait_window / window_steps, eta);
+                     ep_pct, bpd_window / window_steps, lr, gnorm, ips, 1e3 * wait_window / window_steps,
+                     1e3 * data_wait_window / window_steps, eta);
             if (tty && t->step % cfg->log.every != 0 && t->step != t->total_steps) {
                 printf("\r%s\033[K", line);
                 fflush(stdout);
@@ -426,6 +436,7 @@ static int train_loop(trainer *t) {
                 window_steps = 0;
                 bpd_window = 0.0;
                 wait_window = 0.0;
+                data_wait_window = 0.0;
             }
         }
 
@@ -457,10 +468,12 @@ static int train_loop(trainer *t) {
                      improved ? ", best so far" : "", now_s() - t0);
             if (t->rank == 0 && t->metrics) {
                 fdp_err err = {{0}};
-                if (fdp_metrics_test_row(t->metrics, t->step, (double)t->step / t->steps_per_epoch, tb, tse, nimg,
-                                         &err) != 0 ||
-                    fdp_metrics_flush(t->metrics, &err) != 0)
-                    fdp_warn("metrics: %s", err.msg);
+                fdp_hdf5_lock();
+                int mrc = fdp_metrics_test_row(t->metrics, t->step, (double)t->step / t->steps_per_epoch, tb, tse,
+                                               nimg, &err) != 0 ||
+                          fdp_metrics_flush(t->metrics, &err) != 0;
+                fdp_hdf5_unlock();
+                if (mrc) fdp_warn("metrics: %s", err.msg);
             }
         }
         int stop = agree[2] > 0;
@@ -469,7 +482,10 @@ static int train_loop(trainer *t) {
         if (do_ckpt) {
             if (t->rank == 0 && t->metrics) {
                 fdp_err err = {{0}};
-                if (fdp_metrics_flush(t->metrics, &err) != 0) fdp_warn("metrics: %s", err.msg);
+                fdp_hdf5_lock();
+                int mrc = fdp_metrics_flush(t->metrics, &err);
+                fdp_hdf5_unlock();
+                if (mrc != 0) fdp_warn("metrics: %s", err.msg);
             }
             fdp_comm_set_phase(t->comm, "checkpoint");
             if (!save_checkpoint(t, improved && cfg->checkpoint.keep_best)) {
@@ -488,6 +504,13 @@ static int train_loop(trainer *t) {
             break;
         }
     }
+    /* how long the training thread waited for data (rank 0's view), over this run */
+    double run_s = now_s() - t_start, data_wait = fdp_loader_wait_seconds(loader);
+    fdp_loader_destroy(loader); /* no HDF5 use by a loader thread after this */
+    if (t->step > start_step)
+        fdp_info("data wait: %.3f s of %.1f s training (%.2f%%), %.2f ms per step; prefetch %d", data_wait, run_s,
+                 run_s > 0 ? 100.0 * data_wait / run_s : 0.0, 1e3 * data_wait / (double)(t->step - start_step),
+                 cfg->data.prefetch);
     if (rc == FDP_EXIT_OK && t->step >= t->total_steps) {
         if (isfinite(t->best_bpd))
             fdp_info("finished: %lld steps, best test bpd %.4f; checkpoints in %s", (long long)t->step, t->best_bpd,
@@ -495,9 +518,6 @@ static int train_loop(trainer *t) {
         else
             fdp_info("finished: %lld steps (no test set); checkpoints in %s", (long long)t->step, t->ckpt_dir);
     }
-    free(perm);
-    free(idx);
-    free(hx);
     be->free(be, x);
     be->free(be, u);
     be->free(be, didx);
@@ -523,22 +543,22 @@ int fdp_train_run(const fdp_train_opts *o) {
     fdp_err err = {{0}};
     int rc = FDP_EXIT_OK;
 
-    /* ---- data (every rank holds the in-memory sets; the HDF5 streaming reader is separate) ---- */
+    /* ---- data: idx/cifar10 are held in memory by every rank; hdf5 shards are streamed
+     * (each rank reads only its samples) and their checksums are verified once, split over
+     * the ranks: rank r checks shards r, r + world, ... ---- */
     const char *fmt = cfg->data.format == FDP_DATA_CIFAR10 ? "cifar10" : cfg->data.format == FDP_DATA_IDX ? "idx" : "hdf5";
-    if (cfg->data.format == FDP_DATA_HDF5) {
-        if (t->rank == 0) fdp_error("[data] format = hdf5: the shard reader is not built yet; use idx or cifar10");
-        return FDP_EXIT_BAD_INPUT;
-    }
     if (!cfg->data.train[0]) {
         if (t->rank == 0) fdp_error("%s: [data] train is not set", cfg->source_path ? cfg->source_path : "config");
         return FDP_EXIT_BAD_INPUT;
     }
-    int bad = fdp_dataset_load(fmt, cfg->data.train, 1, cfg->data.train_limit, &t->train, &err) != 0;
-    if (!bad && cfg->data.test[0]) bad = fdp_dataset_load(fmt, cfg->data.test, 0, cfg->data.test_limit, &t->test, &err) != 0;
+    int bad = fdp_source_open(fmt, cfg->data.train, 1, cfg->data.train_limit, &t->train, &err) != 0;
+    if (!bad && cfg->data.test[0]) bad = fdp_source_open(fmt, cfg->data.test, 0, cfg->data.test_limit, &t->test, &err) != 0;
+    if (!bad) bad = fdp_source_verify(&t->train, t->rank, t->world, &err) != 0;
+    if (!bad) bad = fdp_source_verify(&t->test, t->rank, t->world, &err) != 0;
     if (fdp_comm_any(t->comm, bad)) {
         if (bad) fdp_error("%s", err.msg);
-        fdp_dataset_free(&t->train);
-        fdp_dataset_free(&t->test);
+        fdp_source_close(&t->train);
+        fdp_source_close(&t->test);
         return FDP_EXIT_BAD_INPUT;
     }
     if (t->test.n > 0 && (t->test.c != t->train.c || t->test.h != t->train.h || t->test.w != t->train.w)) {
@@ -687,7 +707,7 @@ out:
         fdp_model_destroy(t->model);
     }
     if (t->be) fdp_backend_destroy(t->be);
-    fdp_dataset_free(&t->train);
-    fdp_dataset_free(&t->test);
+    fdp_source_close(&t->train);
+    fdp_source_close(&t->test);
     return rc;
 }
