@@ -103,7 +103,8 @@ static int attr_read_str(hid_t loc, const char *name, char *out, size_t len) {
         if (H5Tis_variable_str(ft) > 0) {
             hid_t mt = H5Tcopy(H5T_C_S1);
             char *s = NULL;
-            if (mt >= 0 && H5Tset_size(mt, H5T_VARIABLE) >= 0 && H5Aread(a, mt, &s) >= 0 && s) {
+            if (mt >= 0 && H5Tset_size(mt, H5T_VARIABLE) >= 0 && H5Tset_cset(mt, H5Tget_cset(ft)) >= 0 &&
+                H5Aread(a, mt, &s) >= 0 && s) {
                 snprintf(out, len, "%s", s);
                 rc = 0;
             }
@@ -113,7 +114,8 @@ static int attr_read_str(hid_t loc, const char *name, char *out, size_t len) {
             size_t n = H5Tget_size(ft);
             char *buf = calloc(n + 1, 1);
             hid_t mt = H5Tcopy(H5T_C_S1);
-            if (buf && mt >= 0 && H5Tset_size(mt, n + 1) >= 0 && H5Aread(a, mt, buf) >= 0) {
+            if (buf && mt >= 0 && H5Tset_size(mt, n + 1) >= 0 && H5Tset_cset(mt, H5Tget_cset(ft)) >= 0 &&
+                H5Aread(a, mt, buf) >= 0) {
                 snprintf(out, len, "%s", buf);
                 rc = 0;
             }
