@@ -314,8 +314,8 @@ static int list_dir(const char *dir, strv *dirs, strv *files, int64_t *skipped, 
         }
     }
     closedir(d);
-    if (dirs) qsort(dirs->v, (size_t)dirs->n, sizeof(char *), cmp_str);
-    qsort(files->v, (size_t)files->n, sizeof(char *), cmp_str);
+    if (dirs && dirs->n > 1) qsort(dirs->v, (size_t)dirs->n, sizeof(char *), cmp_str);
+    if (files->n > 1) qsort(files->v, (size_t)files->n, sizeof(char *), cmp_str);
     return rc;
 }
 
