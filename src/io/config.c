@@ -107,15 +107,19 @@ static const cfg_key KEYS[] = {
     {K(data, format), T_ENUM, "idx", NO_RANGE, E_FORMAT,
      "dataset format: idx (MNIST/Fashion-MNIST ubyte files), cifar10 (binary batches), hdf5 (flowdp-pack shards)"},
     {K(data, train), T_STRING, "", NO_RANGE, NULL,
-     "training set: idx: the images file (train-images-idx3-ubyte); cifar10: the directory with data_batch_1..5.bin; hdf5: the index file"},
+     "training set: idx: the images file (train-images-idx3-ubyte); cifar10: the directory with data_batch_1..5.bin; "
+     "hdf5: the index file written by flowdp-pack (or its directory: <dir>/train.index)"},
     {K(data, test), T_STRING, "", NO_RANGE, NULL,
-     "test set, same convention (idx: t10k-images-idx3-ubyte; cifar10: the directory with test_batch.bin); empty = no test set"},
+     "test set, same convention (idx: t10k-images-idx3-ubyte; cifar10: the directory with test_batch.bin; hdf5: the index "
+     "or <dir>/test.index); empty = no test set"},
     {K(data, train_limit), T_INT64, "0", GE(0), NULL, "train on the first N training images only (0 = all; for tests and quick looks)"},
     {K(data, test_limit), T_INT64, "0", GE(0), NULL, "evaluate on the first N test images only (0 = all)"},
-    {K(data, prefetch), T_INT, "2", GE(0), NULL, "batches the loader thread prepares ahead (0 = load in the training thread)"},
-    {K(data, hflip), T_BOOL, "false", NO_RANGE, NULL, "augmentation: random horizontal flip"},
+    {K(data, prefetch), T_INT, "2", GE(0), NULL, "batches the loader thread prepares ahead, for training and evaluation, any format (0 = load in the training thread)"},
+    {K(data, hflip), T_BOOL, "false", NO_RANGE, NULL,
+     "augmentation: mirror left-right with probability 1/2, keyed by (seed, epoch, global sample index)"},
     {K(data, translate), T_FLOAT, "0", IN(0, 0.5), NULL,
-     "augmentation: random translation by up to this fraction of the image side (0 = off)"},
+     "augmentation: random shift by whole pixels, up to floor(this x side) each way, border filled with the nearest "
+     "edge pixel (0 = off)"},
 
     /* [train] */
     {K(train, device), T_ENUM, "cpu", NO_RANGE, E_DEVICE, "compute device: cpu (oneDNN + OpenMP) or cuda (one GPU per rank)"},
