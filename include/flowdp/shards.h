@@ -90,7 +90,7 @@ typedef struct fdp_shards fdp_shards;
  * files are open at a time, each with a chunk cache of FDP_SHARDS_CHUNK_CACHE
  * bytes, so what a reader holds does not grow with the dataset. */
 #define FDP_SHARDS_MAX_OPEN 16
-#define FDP_SHARDS_CHUNK_CACHE (1u << 20)
+#define FDP_SHARDS_CHUNK_CACHE (256u << 10)
 int fdp_shards_open(const char *path, int train, int64_t limit, fdp_shards **out, fdp_err *err);
 void fdp_shards_close(fdp_shards *s);
 
