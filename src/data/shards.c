@@ -401,12 +401,15 @@ static int shard_open(fdp_shards *s, shard *sh, int check, fdp_err *err) {
             if (s->s[i].file >= 0 && (!lru || s->s[i].last_used < lru->last_used)) lru = &s->s[i];
         if (lru) shard_close(s, lru);
     }
-    struct stat st;
-    if (stat(sh->path, &st) != 0)
-        return fdp_err_set(err, "%s: shard listed in %s: %s", sh->path, s->index, strerror(errno));
     char cause[256];
-    if (H5Fis_hdf5(sh->path) <= 0)
-        return fdp_err_set(err, "%s: shard listed in %s is not an HDF5 file (truncated or corrupt?)", sh->path, s->index);
+    if (check) { /* the first open: precise messages (a reopen later skips these two extra file accesses) */
+        struct stat st;
+        if (stat(sh->path, &st) != 0)
+            return fdp_err_set(err, "%s: shard listed in %s: %s", sh->path, s->index, strerror(errno));
+        if (H5Fis_hdf5(sh->path) <= 0)
+            return fdp_err_set(err, "%s: shard listed in %s is not an HDF5 file (truncated or corrupt?)", sh->path,
+                               s->index);
+    }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
     sh->file = fapl >= 0 ? H5Fopen(sh->path, H5F_ACC_RDONLY, fapl) : -1;
