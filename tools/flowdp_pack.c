@@ -70,7 +70,8 @@ int main(int argc, char **argv) {
                                    {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     int c;
     long long v;
-    while ((c = getopt_long(argc, argv, "o:s:f:n:N:S:l:j:h", opts, NULL)) != -1) {
+    opterr = 0; /* bad options get one line from us, not getopt's line plus the usage */
+    while ((c = getopt_long(argc, argv, ":o:s:f:n:N:S:l:j:h", opts, NULL)) != -1) {
         switch (c) {
         case 'o': o.out_dir = optarg; break;
         case 's': o.split = optarg; break;
@@ -97,7 +98,12 @@ int main(int argc, char **argv) {
         case OPT_FORCE: o.force = 1; break;
         case OPT_VERIFY: verify = optarg; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case ':':
+            fprintf(stderr, "flowdp-pack: %s needs a value (see --help)\n", argv[optind - 1]);
+            return 2;
+        default:
+            fprintf(stderr, "flowdp-pack: unknown option %s (see --help)\n", argv[optind - 1]);
+            return 2;
         }
     }
     fdp_err err = {{0}};
