@@ -680,12 +680,16 @@ int fdp_pack(const char *const *inputs, int n_inputs, const fdp_pack_opts *o, fd
         if (started == 0) {
             rc = fdp_err_set(err, "flowdp-pack: cannot start worker threads");
         } else {
-            /* wait, showing progress */
+            /* wait (polling every 20 ms), redrawing the progress bar every 0.25 s */
+            double last_draw = now_s();
             for (;;) {
-                struct timespec ts = {0, 200 * 1000 * 1000};
+                struct timespec ts = {0, 20 * 1000 * 1000};
                 nanosleep(&ts, NULL);
                 int64_t done = atomic_load(&pk->done);
-                if (o->progress) progress_line(pk, t0, 0);
+                if (o->progress && now_s() - last_draw >= 0.25) {
+                    progress_line(pk, t0, 0);
+                    last_draw = now_s();
+                }
                 if (done >= pk->total || atomic_load(&pk->failed)) break;
                 /* all units taken and finished? (a worker that failed sets failed) */
                 if (atomic_load(&pk->next_unit) >= pk->n_units + started) break;
