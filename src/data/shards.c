@@ -410,8 +410,13 @@ static int shard_open(fdp_shards *s, shard *sh, int check, fdp_err *err) {
             return fdp_err_set(err, "%s: shard listed in %s is not an HDF5 file (truncated or corrupt?)", sh->path,
                                s->index);
     }
+    /* strong close; no file locks: shards are immutable once renamed into place, and many
+     * ranks open them read-only, often on parallel file systems without POSIX locks */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    if (fapl >= 0) {
+        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+        H5Pset_file_locking(fapl, 0, 1);
+    }
     sh->file = fapl >= 0 ? H5Fopen(sh->path, H5F_ACC_RDONLY, fapl) : -1;
     if (fapl >= 0) H5Pclose(fapl);
     if (sh->file < 0) return fdp_err_set(err, "%s: cannot open the shard: %s", sh->path, h5_cause(cause, sizeof cause));
