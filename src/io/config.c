@@ -147,6 +147,7 @@ static const cfg_key KEYS[] = {
      "recompute each flow step's input from its output in backward instead of storing activations (less memory)"},
     {K(train, bucket_mb), T_FLOAT, "25", GT(0), NULL, "gradient all-reduce bucket size in MiB (overlaps communication with backward)"},
     {K(train, check_every), T_INT64, "100", GE(0), NULL, "compare a parameter checksum across ranks every N steps (0 = never)"},
+    {K(train, watchdog_s), T_FLOAT, "600", GE(0), NULL, "seconds a rank may wait in one collective (MPI or NCCL) before it aborts the whole job naming itself (0 = never); longer than the slowest checkpoint write"},
     {K(train, signal), T_ENUM, "SIGUSR2", NO_RANGE, E_SIGNAL,
      "signal on which every rank checkpoints and exits, for SLURM --signal=B:USR2@120 and requeue (none = no handler)"},
 
