@@ -522,6 +522,9 @@ static int train_loop(trainer *t) {
                      t->ckpt_dir);
         else
             fdp_info("finished: %lld steps (no test set); checkpoints in %s", (long long)t->step, t->ckpt_dir);
+        /* the arena also serves evaluation batches ([train] eval_batch_size) */
+        fdp_info("activation arena peak %.2f MiB on rank 0 (training steps and evaluation)",
+                 (double)fdp_arena_peak(t->arena) / 1048576.0);
     }
     free(perm);
     free(idx);
@@ -697,10 +700,11 @@ int fdp_train_run(const fdp_train_opts *o) {
     }
 
     fdp_info("flowdp-train: %s %dx%dx%d, %lld parameters | %d rank(s) x batch %d = %d | %lld train / %lld test images | "
-             "%lld steps (%lld per epoch) | %s, %d thread(s) per rank",
+             "%lld steps (%lld per epoch) | %s, %d thread(s) per rank | activations %s",
              t->model->type, t->model->C, t->model->H, t->model->W, (long long)t->model->params->n_params, t->world,
              t->per_rank_batch, t->per_rank_batch * t->world, (long long)t->train.n, (long long)t->test.n,
-             (long long)t->total_steps, (long long)t->steps_per_epoch, t->be->name, t->be->num_threads);
+             (long long)t->total_steps, (long long)t->steps_per_epoch, t->be->name, t->be->num_threads,
+             cfg->train.rebuild_activations ? "rebuilt in backward" : "stored");
     install_signals(cfg);
     if (t->step >= t->total_steps) {
         fdp_info("nothing to do: the checkpoint is at step %lld of %lld", (long long)t->step, (long long)t->total_steps);
