@@ -3,7 +3,7 @@
  * Two modes:
  *  - flags (--in/--scales/--mid/--blocks): one process, a RealNVP, forward +
  *    backward + clipped Adam, the way shared/anchors/bench_torch_realnvp.py
- *    times PyTorch;
+ *    times PyTorch; --rebuild: with [train] rebuild_activations' backward;
  *  - --config FILE (any model a config describes, e.g. configs/realnvp_cifar10.ini
  *    or configs/glow_cifar10.ini), run under mpiexec/srun with one rank per GPU:
  *    the trainer's step exactly (forward, backward with gradient buckets
@@ -46,7 +46,7 @@ static int cmp_double(const void *a, const void *b) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: flowdp-bench [--in CxHxW] [--batch B] [--scales S] [--mid M] [--blocks K] [--steps N]\n"
-            "                    [--warmup W] [--threads T] [--device cpu|cuda]\n"
+            "                    [--warmup W] [--threads T] [--device cpu|cuda] [--rebuild]\n"
             "       [mpiexec -n R | srun] flowdp-bench --config FILE [--set S.K=V ...] [--in CxHxW] [--batch B]\n"
             "                    [--steps N] [--warmup W] [--threads T] [--device cpu|cuda]\n"
             "Times training steps on random 8-bit images. Without --config: a RealNVP built from the flags,\n"
@@ -66,6 +66,8 @@ static void usage(FILE *f) {
             "  --warmup W   steps excluded from the median (default 3)\n"
             "  --threads T  CPU threads (default: all cores)\n"
             "  --device D   cpu (default; with --config: [train] device) or cuda (this rank's GPU) or cuda:N\n"
+            "  --rebuild    without --config: keep no s/t activations, rebuild them in backward (as\n"
+            "               [train] rebuild_activations; with --config: --set train.rebuild_activations=true)\n"
             "Prints per-phase times, then as the last line: images/s: X  peak_rss_mb: Y\n");
 }
 
@@ -283,7 +285,7 @@ static int bench_config(const char *config_path, const char **sets, int nsets, i
 
 int main(int argc, char **argv) {
     int C = 1, H = 28, W = 28, batch = 64, scales = 2, mid = 32, blocks = 2, steps = 30, warmup = 3, threads = 0;
-    int in_given = 0, batch_given = 0, device_given = 0;
+    int in_given = 0, batch_given = 0, device_given = 0, rebuild = 0;
     const char *device = "cpu", *config_path = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     int nsets = 0;
@@ -293,13 +295,14 @@ int main(int argc, char **argv) {
                                    {"warmup", required_argument, 0, 'w'},  {"threads", required_argument, 0, 't'},
                                    {"device", required_argument, 0, 'd'},  {"config", required_argument, 0, 'c'},
                                    {"set", required_argument, 0, 'S'},     {"help", no_argument, 0, 'h'},
-                                   {0, 0, 0, 0}};
+                                   {"rebuild", no_argument, 0, 'r'},       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'i':
             if (sscanf(optarg, "%dx%dx%d", &C, &H, &W) != 3 || C < 1 || H < 1 || W < 1) {
                 fprintf(stderr, "flowdp-bench: --in %s: expected CxHxW, e.g. 1x28x28\n", optarg);
+                free(sets);
                 return 2;
             }
             in_given = 1;
@@ -314,16 +317,24 @@ int main(int argc, char **argv) {
         case 'w': warmup = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'd': device = optarg; device_given = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'r': rebuild = 1; break;
+        case 'h': usage(stdout); free(sets); return 0;
+        default: usage(stderr); free(sets); return 2;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "flowdp-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
+        free(sets);
         return 2;
     }
     if (batch < 1 || steps < 1 || warmup < 0 || warmup >= steps) {
         fprintf(stderr, "flowdp-bench: need batch >= 1, steps >= 1 and 0 <= warmup < steps\n");
+        free(sets);
+        return 2;
+    }
+    if (config_path && rebuild) {
+        fprintf(stderr, "flowdp-bench: --rebuild is for the flags mode; with --config use --set train.rebuild_activations=true\n");
+        free(sets);
         return 2;
     }
     if (config_path) {
@@ -334,6 +345,7 @@ int main(int argc, char **argv) {
     }
     if (nsets > 0) {
         fprintf(stderr, "flowdp-bench: --set needs --config\n");
+        free(sets);
         return 2;
     }
     free(sets);
@@ -349,6 +361,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     fdp_realnvp_alloc_init(&m, be, 0);
+    m.rebuild_activations = rebuild;
     fdp_adam opt;
     fdp_adam_init(&opt, &m.params, 0.9f, 0.999f, 1e-8f, 0.0f);
     fdp_arena *arena = fdp_arena_create(256u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
@@ -360,8 +373,10 @@ int main(int argc, char **argv) {
     int64_t *idx = be->alloc(be, sizeof(int64_t) * (size_t)batch);
     double *t_step = calloc((size_t)steps, sizeof(double)), *t_fwd = calloc((size_t)steps, sizeof(double)),
            *t_bwd = calloc((size_t)steps, sizeof(double)), *t_opt = calloc((size_t)steps, sizeof(double));
-    printf("flowdp-bench: RealNVP %dx%dx%d scales %d mid %d blocks %d, %lld parameters, batch %d, %d threads, %s\n", C, H,
-           W, scales, mid, blocks, (long long)m.params.n_params, batch, be->num_threads, be->name);
+    printf("flowdp-bench: RealNVP %dx%dx%d scales %d mid %d blocks %d, %lld parameters, batch %d, %d threads, %s, "
+           "activations %s\n",
+           C, H, W, scales, mid, blocks, (long long)m.params.n_params, batch, be->num_threads, be->name,
+           rebuild ? "rebuilt in backward" : "stored");
     double first_bpd = 0.0, last_bpd = 0.0;
     for (int s = 0; s < steps; s++) {
         /* random 8-bit images and dequantization noise (not timed) */
