@@ -145,8 +145,8 @@ static const cfg_key KEYS[] = {
      "NaN/Inf in the loss or gradients: stop (every rank exits with a message naming the step) or skip the step (counted in the metrics)"},
     {K(train, rebuild_activations), T_BOOL, "false", NO_RANGE, NULL,
      "RealNVP: keep no s/t-network activations in forward; backward rebuilds each coupling's input from its output "
-     "and recomputes its s/t network (activation memory no longer grows with depth, about 1.3x the step time; "
-     "gradients equal to float rounding). Not implemented for glow"},
+     "and recomputes its s/t network (activation memory no longer grows with depth; one more s/t forward per step; "
+     "gradients equal up to float rounding). Not implemented for glow"},
     {K(train, bucket_mb), T_FLOAT, "25", GT(0), NULL, "gradient all-reduce bucket size in MiB (overlaps communication with backward)"},
     {K(train, check_every), T_INT64, "100", GE(0), NULL, "compare a parameter checksum across ranks every N steps (0 = never)"},
     {K(train, watchdog_s), T_FLOAT, "600", GE(0), NULL, "seconds a rank may wait in one collective (MPI or NCCL) before it aborts the whole job naming itself (0 = never); longer than the slowest checkpoint write"},
