@@ -1,11 +1,22 @@
-/* flowdp_bench.c — flowdp-bench: times training steps (forward + backward +
- * clipped Adam) of a RealNVP on random 8-bit images, the way
- * shared/anchors/bench_torch_realnvp.py times PyTorch, and prints as its LAST
- * line `images/s: X  peak_rss_mb: Y` (images/s from the median step after
- * warm-up). With --data INDEX it times the data loader instead: T reader
- * threads (--readers), each the loader of one rank of a T-rank job reading its
- * batches from packed shards (decode NHWC -> NCHW float, augmentation when
- * asked); images/s is the total over the threads. */
+/* flowdp_bench.c — flowdp-bench: times training steps on random 8-bit images.
+ *
+ * Two modes:
+ *  - flags (--in/--scales/--mid/--blocks): one process, a RealNVP, forward +
+ *    backward + clipped Adam, the way shared/anchors/bench_torch_realnvp.py
+ *    times PyTorch; --rebuild: with [train] rebuild_activations' backward;
+ *  - --config FILE (any model a config describes, e.g. configs/realnvp_cifar10.ini
+ *    or configs/glow_cifar10.ini), run under mpiexec/srun with one rank per GPU:
+ *    the trainer's step exactly (forward, backward with gradient buckets
+ *    all-reduced as backward fills them — NCCL on the GPU, MPI on the CPU —,
+ *    synchronized BatchNorm, clipping, the configured optimizer), and it
+ *    reports images/s per rank (= per GPU) and in total, the time per step spent
+ *    in the gradient all-reduce, and peak memory (device memory with CUDA).
+ *  - --data INDEX: the data loader instead: T reader threads (--readers), each
+ *    the loader of one rank of a T-rank job reading its batches from packed
+ *    shards (decode NHWC -> NCHW float, augmentation when asked).
+ * All print as their LAST line `images/s: X  peak_rss_mb: Y` (images/s of one
+ * rank from the median step after warm-up; with --data the total over the
+ * reader threads). */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,7 +27,13 @@
 
 #include "flowdp/arena.h"
 #include "flowdp/loader.h"
+#include "flowdp/buckets.h"
+#include "flowdp/comm.h"
+#include "flowdp/config.h"
+#include "flowdp/cuda.h"
 #include "flowdp/log.h"
+#include "flowdp/model.h"
+#include "flowdp/nccl.h"
 #include "flowdp/optim.h"
 #include "flowdp/realnvp.h"
 #include "flowdp/rng.h"
@@ -111,18 +128,29 @@ static int bench_data(const char *index, int readers, int batch, int steps, int 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: flowdp-bench [--in CxHxW] [--batch B] [--scales S] [--mid M] [--blocks K] [--steps N]\n"
-            "                    [--warmup W] [--threads T] [--device cpu|cuda]\n"
+            "                    [--warmup W] [--threads T] [--device cpu|cuda] [--rebuild]\n"
             "       flowdp-bench --data INDEX [--readers T] [--batch B] [--steps N] [--hflip] [--translate F]\n"
-            "Times RealNVP training steps (forward + backward + clipped Adam) on random 8-bit images.\n"
-            "  --in CxHxW   input shape (default 1x28x28)\n"
-            "  --batch B    images per step (default 64)\n"
+            "       [mpiexec -n R | srun] flowdp-bench --config FILE [--set S.K=V ...] [--in CxHxW] [--batch B]\n"
+            "                    [--steps N] [--warmup W] [--threads T] [--device cpu|cuda]\n"
+            "Times training steps on random 8-bit images. Without --config: a RealNVP built from the flags,\n"
+            "one process (forward + backward + clipped Adam). With --config: the model, optimizer, clipping\n"
+            "and per-rank batch of that config, the trainer's step on every rank (gradient buckets through\n"
+            "NCCL with --device cuda, through MPI on the CPU; synchronized BatchNorm), reporting images/s\n"
+            "per rank (= per GPU) and in total, gradient all-reduce time per step and peak memory.\n"
+            "  --config F   a training config (the model, [train] batch_size, optimizer, device)\n"
+            "  --set S.K=V  override a config key (repeatable)\n"
+            "  --in CxHxW   input shape (default 1x28x28; with --config: 3x32x32 for cifar10 data,\n"
+            "               1x28x28 for idx, required for hdf5)\n"
+            "  --batch B    images per step and rank (default 64; with --config: [train] batch_size)\n"
             "  --scales S   RealNVP scales (default 2)\n"
             "  --mid M      mid channels of the s/t ResNets (default 32)\n"
             "  --blocks K   residual blocks per s/t ResNet (default 2)\n"
             "  --steps N    timed steps (default 30)\n"
             "  --warmup W   steps excluded from the median (default 3)\n"
             "  --threads T  CPU threads (default: all cores)\n"
-            "  --device D   cpu (default) or cuda\n"
+            "  --device D   cpu (default; with --config: [train] device) or cuda (this rank's GPU) or cuda:N\n"
+            "  --rebuild    without --config: keep no s/t activations, rebuild them in backward (as\n"
+            "               [train] rebuild_activations; with --config: --set train.rebuild_activations=true)\n"
             "Prints per-phase times, then as the last line: images/s: X  peak_rss_mb: Y\n"
             "--data INDEX times the data loader on packed shards instead (flowdp-pack): T reader threads\n"
             "(--readers, default 1), each the loader of rank t of a T-rank job, read --steps batches\n"
@@ -130,49 +158,277 @@ static void usage(FILE *f) {
             "last line is then the total images/s of the T threads and the peak RSS.\n");
 }
 
+/* ---- --config mode: the trainer's step on every rank -------------------------------------- */
+
+typedef struct cfg_bench {
+    fdp_buckets *buckets;
+    const fdp_params *params;
+} cfg_bench;
+
+/* backward hook, as in the trainer: a coupling's gradients are final -> its buckets may start */
+static void bench_grads_ready(void *user, int first, int last) {
+    cfg_bench *cb = user;
+    for (int i = first; i <= last; i++)
+        if (cb->params->entries[i].kind == FDP_PARAM && cb->params->entries[i].numel > 0)
+            fdp_buckets_mark_ready(cb->buckets, i);
+    fdp_buckets_progress(cb->buckets);
+}
+
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return v[n / 2];
+}
+
+static int bench_config(const char *config_path, const char **sets, int nsets, int C, int H, int W, int batch,
+                        int steps, int warmup, int threads, const char *device) {
+    fdp_comm *comm = NULL;
+    fdp_err err = {{0}};
+    if (fdp_comm_init(NULL, NULL, &comm, &err) != 0) {
+        fprintf(stderr, "flowdp-bench: %s\n", err.msg);
+        return 1;
+    }
+    const int rank = fdp_comm_rank(comm), world = fdp_comm_size(comm);
+    int rc = 0;
+    fdp_config cfg;
+    fdp_config_defaults(&cfg);
+    int bad = fdp_config_load_file(&cfg, config_path, &err) != 0;
+    for (int i = 0; !bad && i < nsets; i++) bad = fdp_config_set(&cfg, sets[i], &err) != 0;
+    if (!bad) bad = fdp_config_validate(&cfg, &err) != 0;
+    if (bad) {
+        if (rank == 0) fprintf(stderr, "flowdp-bench: %s\n", err.msg);
+        fdp_config_free(&cfg);
+        fdp_comm_finalize(comm);
+        return 2;
+    }
+    fdp_log_set_level(cfg.log.level);
+    if (C <= 0) { /* the image shape of the configured data */
+        if (cfg.data.format == FDP_DATA_CIFAR10) C = 3, H = W = 32;
+        else if (cfg.data.format == FDP_DATA_IDX) C = 1, H = W = 28;
+        else {
+            if (rank == 0) fprintf(stderr, "flowdp-bench: %s: give the image shape with --in CxHxW for [data] format = hdf5\n", config_path);
+            fdp_config_free(&cfg);
+            fdp_comm_finalize(comm);
+            return 2;
+        }
+    }
+    if (batch <= 0) batch = cfg.train.batch_size;
+    if (!device) device = cfg.train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu";
+    if (threads <= 0) threads = cfg.train.threads;
+    const int cuda = strncmp(device, "cuda", 4) == 0;
+
+    fdp_backend *be = fdp_backend_create(device, threads, &err);
+    bad = be == NULL;
+    if (fdp_comm_any(comm, bad)) {
+        if (bad) fprintf(stderr, "flowdp-bench: rank %d: %s\n", rank, err.msg);
+        if (be) fdp_backend_destroy(be);
+        fdp_config_free(&cfg);
+        fdp_comm_finalize(comm);
+        return 2;
+    }
+    fdp_nccl *nc = NULL;
+    if (cuda && fdp_nccl_create(comm, be, &nc, &err) != 0) {
+        if (rank == 0) fprintf(stderr, "flowdp-bench: %s\n", err.msg);
+        fdp_backend_destroy(be);
+        fdp_config_free(&cfg);
+        fdp_comm_finalize(comm);
+        return 2;
+    }
+    fdp_model *m = NULL;
+    bad = fdp_model_create(&cfg, C, H, W, be, cfg.train.seed, &m, &err) != 0;
+    if (fdp_comm_any(comm, bad)) {
+        if (bad && rank == 0) fprintf(stderr, "flowdp-bench: %s: %s\n", config_path, err.msg);
+        fdp_nccl_destroy(nc);
+        fdp_backend_destroy(be);
+        fdp_config_free(&cfg);
+        fdp_comm_finalize(comm);
+        return 2;
+    }
+    fdp_params *p = m->params;
+    const int adamax = cfg.train.optimizer == FDP_OPT_ADAMAX;
+    fdp_adam opt;
+    fdp_adamax optx;
+    if (adamax)
+        fdp_adamax_init(&optx, p, (float)cfg.train.adam_beta1, (float)cfg.train.adam_beta2, (float)cfg.train.adam_eps,
+                        (float)cfg.train.weight_decay);
+    else
+        fdp_adam_init(&opt, p, (float)cfg.train.adam_beta1, (float)cfg.train.adam_beta2, (float)cfg.train.adam_eps,
+                      (float)cfg.train.weight_decay);
+    fdp_arena *arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
+    fdp_buckets *buckets = fdp_buckets_create(comm, p, cfg.train.bucket_mb);
+    if (nc) fdp_buckets_use_nccl(buckets, nc);
+    cfg_bench cb = {buckets, p};
+    fdp_ctx ctx = {.be = be, .arena = arena, .params = p, .training = 1, .world_size = world};
+    if (world > 1) {
+        ctx.allreduce_f64 = nc ? fdp_nccl_allreduce_f64_sum_hook : fdp_comm_allreduce_f64_sum_hook;
+        ctx.comm = nc ? (void *)nc : (void *)comm;
+        ctx.grads_ready = bench_grads_ready;
+        ctx.grads_ready_user = &cb;
+    }
+    if (nc) fdp_nccl_set_timing(nc, 1);
+
+    const int64_t D = (int64_t)C * H * W;
+    float *x = be->alloc(be, sizeof(float) * (size_t)(batch * D));
+    float *u = be->alloc(be, sizeof(float) * (size_t)(batch * D));
+    int64_t *idx = be->alloc(be, sizeof(int64_t) * (size_t)batch);
+    int64_t *hidx = malloc(sizeof(int64_t) * (size_t)batch);
+    float *hx = malloc(sizeof(float) * (size_t)(batch * D));
+    double *t_step = calloc((size_t)steps, sizeof(double)), *t_comm = calloc((size_t)steps, sizeof(double));
+    if (!hidx || !hx || !t_step || !t_comm) FDP_FATAL("flowdp-bench: out of memory");
+    if (rank == 0)
+        printf("flowdp-bench: %s (%s) %dx%dx%d, %lld parameters, %d rank(s) x batch %d, %s, %d thread(s) per rank, "
+               "gradient all-reduce via %s\n",
+               config_path, m->type, C, H, W, (long long)p->n_params, world, batch, be->name, be->num_threads,
+               world == 1 ? "nothing (1 rank)" : nc ? "NCCL" : "MPI");
+    double comm_ms = 0.0, first_bpd = 0.0, last_bpd = 0.0;
+    int comm_count = 0;
+    for (int s = 0; s < steps; s++) {
+        /* random 8-bit images (different on every rank) and dequantization noise, not timed */
+        for (int i = 0; i < batch; i++) hidx[i] = ((int64_t)s * world + rank) * batch + i;
+        be->from_host(be, idx, hidx, sizeof(int64_t) * (size_t)batch);
+        fdp_philox_fill_args px = {x, idx, D, 7, 0, FDP_RNG_AUGMENT, 0};
+        be->philox_fill(be, batch * D, &px);
+        be->to_host(be, hx, x, sizeof(float) * (size_t)(batch * D));
+        for (int64_t j = 0; j < batch * D; j++) hx[j] = (float)(int)(hx[j] * 256.0f) / 255.0f;
+        be->from_host(be, x, hx, sizeof(float) * (size_t)(batch * D));
+        fdp_philox_fill_args pu = {u, idx, D, 7, 0, FDP_RNG_DEQUANT, 0};
+        be->philox_fill(be, batch * D, &pu);
+        be->synchronize(be);
+        fdp_comm_barrier(comm);
+        if (s == warmup && nc) (void)fdp_nccl_take_busy_ms(nc, NULL); /* forget the warm-up's collectives */
+
+        double t0 = now_s();
+        fdp_arena_reset_all(arena);
+        double nll = m->forward_loss(m, &ctx, fdp_tensor_wrap(x, batch, C, H, W, be->dev),
+                                     fdp_tensor_wrap(u, batch, C, H, W, be->dev), NULL);
+        fdp_buckets_begin_step(buckets);
+        m->backward(m, &ctx, 1.0f);
+        fdp_buckets_wait_all(buckets, 1.0f / (float)world);
+        double gn = fdp_grad_global_norm(p);
+        float clip = fdp_clip_factor(gn, cfg.train.max_grad_norm);
+        if (adamax)
+            fdp_adamax_step(&optx, p, (float)cfg.train.lr, clip);
+        else
+            fdp_adam_step(&opt, p, (float)cfg.train.lr, clip);
+        be->synchronize(be);
+        t_step[s] = now_s() - t0;
+        t_comm[s] = fdp_buckets_last_wait_s(buckets);
+        double bpd = fdp_bpd(nll, D);
+        if (s == 0) first_bpd = bpd;
+        last_bpd = bpd;
+    }
+    if (nc) comm_ms = fdp_nccl_take_busy_ms(nc, &comm_count);
+    const int n = steps - warmup;
+    double med = median_of(t_step + warmup, n), med_wait = median_of(t_comm + warmup, n);
+    double slow[2] = {med, med_wait};
+    fdp_comm_allreduce_f64(comm, slow, 2, FDP_REDUCE_MAX); /* the slowest rank sets the pace */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss[1] = {ru.ru_maxrss / 1024.0};
+    fdp_comm_allreduce_f64(comm, rss, 1, FDP_REDUCE_MAX);
+    fdp_cuda_mem_stats ms;
+    int have_ms = fdp_cuda_memory_stats(be, &ms) == 0;
+    if (rank == 0) {
+        printf("median step %.1f ms on rank 0, %.1f ms on the slowest rank, over %d steps after %d warm-up; "
+               "train bpd first %.4f last %.4f\n",
+               1e3 * med, 1e3 * slow[0], n, warmup, first_bpd, last_bpd);
+        if (world > 1 && nc)
+            printf("gradient all-reduce: NCCL busy %.2f ms per step (%d collectives in %d steps, incl. synchronized "
+                   "BatchNorm); median host wait in wait_all %.2f ms\n",
+                   comm_ms / n, comm_count, n, 1e3 * slow[1]);
+        else if (world > 1)
+            printf("gradient all-reduce: median wait in wait_all %.2f ms per step (slowest rank; the rest overlaps "
+                   "backward)\n",
+                   1e3 * slow[1]);
+        if (have_ms)
+            printf("device memory: peak %.1f MiB in flowdp's allocations, pool high-water %.1f MiB used / %.1f MiB "
+                   "reserved, %.1f MiB scratch; device %.0f of %.0f MiB in use now\n",
+                   ms.backend_peak / 1048576.0, ms.pool_used_high / 1048576.0, ms.pool_reserved_high / 1048576.0,
+                   ms.scratch_bytes / 1048576.0, (ms.device_total - ms.device_free) / 1048576.0,
+                   ms.device_total / 1048576.0);
+        printf("activation arena peak %.1f MiB; total %.2f images/s over %d rank(s)\n",
+               (double)fdp_arena_peak(arena) / (1 << 20), world * batch / slow[0], world);
+        printf("images/s: %.2f  peak_rss_mb: %.1f\n", batch / slow[0], rss[0]);
+    }
+    free(t_step);
+    free(t_comm);
+    free(hx);
+    free(hidx);
+    be->free(be, x);
+    be->free(be, u);
+    be->free(be, idx);
+    fdp_buckets_destroy(buckets);
+    fdp_arena_destroy(arena);
+    if (adamax)
+        fdp_adamax_free(&optx);
+    else
+        fdp_adam_free(&opt);
+    fdp_model_destroy(m);
+    fdp_nccl_destroy(nc);
+    fdp_backend_destroy(be);
+    fdp_config_free(&cfg);
+    fdp_comm_finalize(comm);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     int C = 1, H = 28, W = 28, batch = 64, scales = 2, mid = 32, blocks = 2, steps = 30, warmup = 3, threads = 0;
-    const char *device = "cpu", *data = NULL;
+    int in_given = 0, batch_given = 0, device_given = 0, rebuild = 0;
+    const char *device = "cpu", *config_path = NULL;
+    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    int nsets = 0;
+    const char *data = NULL;
     int readers = 1, hflip = 0;
     double translate = 0.0;
     static struct option opts[] = {{"in", required_argument, 0, 'i'},      {"batch", required_argument, 0, 'b'},
                                    {"scales", required_argument, 0, 's'},  {"mid", required_argument, 0, 'm'},
                                    {"blocks", required_argument, 0, 'k'},  {"steps", required_argument, 0, 'n'},
                                    {"warmup", required_argument, 0, 'w'},  {"threads", required_argument, 0, 't'},
-                                   {"device", required_argument, 0, 'd'},  {"help", no_argument, 0, 'h'},
-                                   {"data", required_argument, 0, 'D'},    {"readers", required_argument, 0, 'R'},
-                                   {"hflip", no_argument, 0, 'F'},         {"translate", required_argument, 0, 'X'},
-                                   {0, 0, 0, 0}};
+                                   {"device", required_argument, 0, 'd'},  {"config", required_argument, 0, 'c'},
+                                   {"set", required_argument, 0, 'S'},     {"help", no_argument, 0, 'h'},
+                                   {"rebuild", no_argument, 0, 'r'},       {"data", required_argument, 0, 'D'},
+                                   {"readers", required_argument, 0, 'R'}, {"hflip", no_argument, 0, 'F'},
+                                   {"translate", required_argument, 0, 'X'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'i':
-            if (sscanf(optarg, "%dx%dx%d", &C, &H, &W) != 3) {
+            if (sscanf(optarg, "%dx%dx%d", &C, &H, &W) != 3 || C < 1 || H < 1 || W < 1) {
                 fprintf(stderr, "flowdp-bench: --in %s: expected CxHxW, e.g. 1x28x28\n", optarg);
+                free(sets);
                 return 2;
             }
+            in_given = 1;
             break;
-        case 'b': batch = atoi(optarg); break;
+        case 'c': config_path = optarg; break;
+        case 'S': sets[nsets++] = optarg; break;
+        case 'b': batch = atoi(optarg); batch_given = 1; break;
         case 's': scales = atoi(optarg); break;
         case 'm': mid = atoi(optarg); break;
         case 'k': blocks = atoi(optarg); break;
         case 'n': steps = atoi(optarg); break;
         case 'w': warmup = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
-        case 'd': device = optarg; break;
+        case 'd': device = optarg; device_given = 1; break;
+        case 'r': rebuild = 1; break;
         case 'D': data = optarg; break;
         case 'R': readers = atoi(optarg); break;
         case 'F': hflip = 1; break;
         case 'X': translate = atof(optarg); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h': usage(stdout); free(sets); return 0;
+        default: usage(stderr); free(sets); return 2;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "flowdp-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
+        free(sets);
         return 2;
     }
     if (data) {
+        free(sets);
+        if (config_path) {
+            fprintf(stderr, "flowdp-bench: --data and --config are separate modes (see --help)\n");
+            return 2;
+        }
         if (readers < 1 || readers > 256 || batch < 1 || steps < 1 || translate < 0 || translate > 0.5) {
             fprintf(stderr, "flowdp-bench: --data needs 1 <= readers <= 256, batch >= 1, steps >= 1, 0 <= translate <= 0.5\n");
             return 2;
@@ -181,13 +437,27 @@ int main(int argc, char **argv) {
     }
     if (batch < 1 || steps < 1 || warmup < 0 || warmup >= steps) {
         fprintf(stderr, "flowdp-bench: need batch >= 1, steps >= 1 and 0 <= warmup < steps\n");
+        free(sets);
         return 2;
     }
+    if (config_path && rebuild) {
+        fprintf(stderr, "flowdp-bench: --rebuild is for the flags mode; with --config use --set train.rebuild_activations=true\n");
+        free(sets);
+        return 2;
+    }
+    if (config_path) {
+        int rc = bench_config(config_path, sets, nsets, in_given ? C : 0, H, W, batch_given ? batch : 0, steps, warmup,
+                              threads, device_given ? device : NULL);
+        free(sets);
+        return rc;
+    }
+    if (nsets > 0) {
+        fprintf(stderr, "flowdp-bench: --set needs --config\n");
+        free(sets);
+        return 2;
+    }
+    free(sets);
     fdp_err err = {{0}};
-    if (strcmp(device, "cpu") != 0) {
-        fprintf(stderr, "flowdp-bench: --device %s: only cpu is wired in yet (the CUDA backend compiles but is untested)\n", device);
-        return 2;
-    }
     fdp_backend *be = fdp_backend_create(device, threads, &err);
     if (!be) {
         fprintf(stderr, "flowdp-bench: %s\n", err.msg);
@@ -199,9 +469,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     fdp_realnvp_alloc_init(&m, be, 0);
+    m.rebuild_activations = rebuild;
     fdp_adam opt;
     fdp_adam_init(&opt, &m.params, 0.9f, 0.999f, 1e-8f, 0.0f);
-    fdp_arena *arena = fdp_arena_create(256u << 20, NULL, NULL, NULL, be->dev);
+    fdp_arena *arena = fdp_arena_create(256u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
     fdp_ctx ctx = {.be = be, .arena = arena, .params = &m.params, .training = 1, .world_size = 1};
 
     int64_t D = (int64_t)C * H * W;
@@ -210,8 +481,10 @@ int main(int argc, char **argv) {
     int64_t *idx = be->alloc(be, sizeof(int64_t) * (size_t)batch);
     double *t_step = calloc((size_t)steps, sizeof(double)), *t_fwd = calloc((size_t)steps, sizeof(double)),
            *t_bwd = calloc((size_t)steps, sizeof(double)), *t_opt = calloc((size_t)steps, sizeof(double));
-    printf("flowdp-bench: RealNVP %dx%dx%d scales %d mid %d blocks %d, %lld parameters, batch %d, %d threads, %s\n", C, H,
-           W, scales, mid, blocks, (long long)m.params.n_params, batch, be->num_threads, be->name);
+    printf("flowdp-bench: RealNVP %dx%dx%d scales %d mid %d blocks %d, %lld parameters, batch %d, %d threads, %s, "
+           "activations %s\n",
+           C, H, W, scales, mid, blocks, (long long)m.params.n_params, batch, be->num_threads, be->name,
+           rebuild ? "rebuilt in backward" : "stored");
     double first_bpd = 0.0, last_bpd = 0.0;
     for (int s = 0; s < steps; s++) {
         /* random 8-bit images and dequantization noise (not timed) */

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "flowdp/comm.h"
+#include "flowdp/cuda.h"
 #include "flowdp/evaluate.h"
 #include "flowdp/log.h"
 #include "flowdp/model_io.h"
@@ -151,11 +152,6 @@ int main(int argc, char **argv) {
         goto done;
     }
     const char *ckpt = argv[optind];
-    if (strcmp(device, "cpu") != 0) {
-        if (rank == 0) fprintf(stderr, "flowdp-eval: --device %s: only cpu is wired in yet (the CUDA backend compiles but is untested)\n", device);
-        rc = 2;
-        goto done;
-    }
     fdp_backend *be = fdp_backend_create(device, threads, &err);
     if (!be) {
         if (rank == 0) fprintf(stderr, "flowdp-eval: %s\n", err.msg);
@@ -195,7 +191,7 @@ int main(int argc, char **argv) {
     } else {
         int64_t b, e;
         fdp_eval_range(ds.n, rank, world, &b, &e);
-        fdp_arena *arena = fdp_arena_create(64u << 20, NULL, NULL, NULL, be->dev);
+        fdp_arena *arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
         fdp_eval_sums s = {0, 0, 0, 0};
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flowdp/cuda.h"
 #include "flowdp/log.h"
 #include "flowdp/model_io.h"
 #include "flowdp/png.h"
@@ -98,10 +99,6 @@ int main(int argc, char **argv) {
     const char *ckpt = argv[optind];
     if (nt == 0) temps[nt++] = 1.0f;
     fdp_err err = {{0}};
-    if (strcmp(device, "cpu") != 0) {
-        fprintf(stderr, "flowdp-sample: --device %s: only cpu is wired in yet (the CUDA backend compiles but is untested)\n", device);
-        return 2;
-    }
     fdp_backend *be = fdp_backend_create(device, threads, &err);
     if (!be) {
         fprintf(stderr, "flowdp-sample: %s\n", err.msg);
@@ -116,7 +113,7 @@ int main(int argc, char **argv) {
     }
     int64_t D = (int64_t)m->C * m->H * m->W;
     float *grid = fdp_xmalloc(sizeof(float) * (size_t)(nt * n * D));
-    fdp_arena *arena = fdp_arena_create(64u << 20, NULL, NULL, NULL, be->dev);
+    fdp_arena *arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
     fdp_ctx ctx = {.be = be, .arena = arena, .params = m->params, .training = 0, .world_size = 1, .no_grad = 1};
     int64_t *hidx = fdp_xmalloc(sizeof(int64_t) * (size_t)n);
     for (int j = 0; j < n; j++) hidx[j] = j;

@@ -36,8 +36,13 @@
  * the overlap is lost.
  *
  * With one rank, everything but the scaling in wait_all is bookkeeping only.
- * Memory: p->grads must be host memory (the CPU backend); the CUDA path uses
- * NCCL.
+ * Memory: p->grads is host memory for the CPU backend (MPI_Iallreduce).
+ * With the CUDA backend p->grads is device memory: call fdp_buckets_use_nccl
+ * once after creation, and the buckets go through NCCL on the backend's
+ * communication stream instead (nccl.h: fdp_nccl_bucket_start for a ready
+ * bucket, fdp_nccl_query for progress, the not-yet-started buckets fused in one
+ * NCCL group and fdp_nccl_bucket_finish, which joins and scales on the compute
+ * stream, for wait_all) — the same bucket order, no host synchronization.
  */
 #ifndef FLOWDP_BUCKETS_H
 #define FLOWDP_BUCKETS_H
@@ -55,8 +60,10 @@ typedef struct fdp_bucket {
     int started;                /* MPI_Iallreduce issued this step */
 } fdp_bucket;
 
+struct fdp_nccl;
 typedef struct fdp_buckets {
     fdp_comm *comm;
+    struct fdp_nccl *nccl;      /* NULL: MPI on host gradients; else NCCL on device gradients */
     const fdp_params *params;
     MPI_Comm mpi;               /* duplicate of comm->world (MPI_COMM_NULL with one rank) */
     int n_buckets;
@@ -75,6 +82,9 @@ typedef struct fdp_buckets {
 /* Collective (duplicates the communicator). bucket_mb > 0 (PyTorch's default 25). */
 fdp_buckets *fdp_buckets_create(fdp_comm *c, const fdp_params *p, double bucket_mb);
 void fdp_buckets_destroy(fdp_buckets *b);
+/* Device gradients (CUDA backend): reduce through nc instead of MPI. NULL: back to MPI.
+ * Only between steps. */
+void fdp_buckets_use_nccl(fdp_buckets *b, struct fdp_nccl *nc);
 /* Reset the ready flags. Fatal if the previous step's wait_all is missing. */
 void fdp_buckets_begin_step(fdp_buckets *b);
 /* entry_index's gradient is final; starts its bucket (and deferred later ones)

@@ -114,6 +114,7 @@ typedef struct fdp_config {
         bool rebuild_activations;
         double bucket_mb;                /* all-reduce bucket size, MiB */
         int64_t check_every;             /* steps between parameter checksums, 0 = off */
+        double watchdog_s;               /* a rank stuck this long in a collective aborts the job, 0 = off */
         fdp_stop_signal signal;
     } train;
     struct {

@@ -29,6 +29,11 @@ typedef struct fdp_ctx {
     void *comm;
     int world_size;          /* ranks whose batches form the global batch (1 without MPI) */
     int no_grad;             /* 1: no backward will follow; layers free their activations at once */
+    /* 1: this forward recomputes, during backward, activations of the forward already run
+     * in this step (rebuild_activations). BatchNorm then reuses the statistics of its last
+     * forward (l->mean, l->invstd): no batch moments, no all-reduce, no update of the running
+     * statistics or num_batches_tracked. */
+    int recompute;
     /* called during backward when the gradients of entries [first, last] of the
      * parameter table are final (starts their all-reduce buckets); may be NULL */
     void (*grads_ready)(void *user, int first, int last);
@@ -56,11 +61,15 @@ typedef struct fdp_bn {
     int C;
     float eps, momentum;
     int p_w, p_b, b_mean, b_var, b_count; /* weight, bias; running_mean, running_var, num_batches_tracked */
-    float *mean, *invstd;    /* (C) statistics used by the last forward (arena) */
+    float *mean, *invstd;    /* (C) statistics used by the last forward (arena, from fdp_bn_prepare) */
 } fdp_bn;
 void fdp_bn_init(fdp_bn *l, fdp_params *p, const char *prefix, int C);
+/* allocate this step's statistics (C floats each) from the arena; call once per step before
+ * forward (like fdp_wnconv_prepare), so they outlive arena resets done after the forward */
+void fdp_bn_prepare(fdp_bn *l, fdp_ctx *ctx);
 /* y = act(mult * bn(x)); y has 2C channels for FDP_ACT_RELU_CAT_NEG. Training: batch statistics
- * (global over ranks), running statistics updated; else running statistics. */
+ * (global over ranks), running statistics updated; else running statistics. ctx->recompute:
+ * the statistics of the last forward, nothing updated. */
 void fdp_bn_forward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, float mult, fdp_act act);
 /* from dy at the activation output, the gradients of weight and bias and dx (=|+=) */
 void fdp_bn_backward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, fdp_tensor dy, fdp_tensor dx, float mult,
@@ -129,6 +138,13 @@ fdp_tensor fdp_coupling_forward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor x, dou
 fdp_tensor fdp_coupling_inverse(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y);
 /* from dy and dldj (n), the parameter gradients and dx (arena, returned) */
 fdp_tensor fdp_coupling_backward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor dy, const float *dldj);
+/* rebuild_activations. forward_inplace: x.data is overwritten with y = coupling(x), sldj[n] += its
+ * log-det, nothing is kept (the s/t network's activations are freed at once); the same arithmetic
+ * as fdp_coupling_forward. backward_rebuild: y.data is overwritten with x = coupling^-1(y) and
+ * dy.data with dx, after recomputing the s/t network (ctx->recompute) on the identity part of y
+ * (= that of x) and writing the parameter gradients; the arena is left as it was found. */
+void fdp_coupling_forward_inplace(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor x, double *sldj);
+void fdp_coupling_backward_rebuild(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y, fdp_tensor dy, const float *dldj);
 
 /* ---- squeeze / split (no parameters) ---- */
 /* squeeze_2x2: (n,c,h,w) -> (n,4c,h/2,w/2); alt selects the notebook's alt_order */

@@ -30,7 +30,11 @@ typedef struct fdp_realnvp {
     fdp_realnvp_scale *scales; /* (num_scales) */
     int b_data_constraint;     /* the buffer 'data_constraint' (1) */
     fdp_params params;
+    /* 1: forward_loss (unless ctx->no_grad) keeps no activations and backward rebuilds each
+     * coupling's input from its output ([train] rebuild_activations); 0: the stored path */
+    int rebuild_activations;
     /* saved by the last forward_loss, for backward */
+    int rebuilt;               /* which path it took */
     fdp_tensor z;              /* (n,C,H,W) */
     double *sldj;              /* (n) backend memory */
     float *dldj;               /* (n) backend memory */
@@ -48,7 +52,8 @@ void fdp_realnvp_free(fdp_realnvp *m);
 
 /* compute the weight-normed weights for this step (after every parameter update) */
 void fdp_realnvp_prepare(fdp_realnvp *m, fdp_ctx *ctx);
-/* z = flows(y), sldj += log-det (y already preprocessed) */
+/* z = flows(y), sldj += log-det (y already preprocessed). flow_forward / flow_backward are
+ * the stored path whatever rebuild_activations says (forward_loss / backward choose). */
 fdp_tensor fdp_realnvp_flow_forward(fdp_realnvp *m, fdp_ctx *ctx, fdp_tensor y, double *sldj);
 /* y = flows^-1(z) */
 fdp_tensor fdp_realnvp_flow_inverse(fdp_realnvp *m, fdp_ctx *ctx, fdp_tensor z);

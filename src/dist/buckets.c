@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "flowdp/error.h"
+#include "flowdp/nccl.h"
 
 static int entry_in_buckets(const fdp_param_entry *e) { return e->kind == FDP_PARAM && e->numel > 0; }
 
@@ -81,6 +82,11 @@ void fdp_buckets_destroy(fdp_buckets *b) {
     free(b);
 }
 
+void fdp_buckets_use_nccl(fdp_buckets *b, struct fdp_nccl *nc) {
+    FDP_CHECK(!b->in_step, "buckets: switched to %s inside a step", nc ? "NCCL" : "MPI");
+    b->nccl = nc;
+}
+
 void fdp_buckets_begin_step(fdp_buckets *b) {
     FDP_CHECK(!b->in_step, "buckets: begin_step while the previous step is open; hint: call fdp_buckets_wait_all "
                            "once per step");
@@ -90,6 +96,10 @@ static void start_bucket(fdp_buckets *b, int k) {
     fdp_bucket *bk = &b->buckets[k];
     bk->started = 1;
     if (b->comm->size == 1) return;
+    if (b->nccl) {
+        fdp_nccl_bucket_start(b->nccl, b->params->grads + bk->offset, bk->count);
+        return;
+    }
     const int64_t chunk = b->chunk;
     float *base = b->params->grads + bk->offset;
     for (int r = 0; r < bk->n_req; r++) {
@@ -127,6 +137,7 @@ void fdp_buckets_mark_ready(fdp_buckets *b, int entry_index) {
 
 int fdp_buckets_progress(fdp_buckets *b) {
     if (b->comm->size == 1 || b->next_to_start == 0) return 1;
+    if (b->nccl) return fdp_nccl_query(b->nccl);
     const fdp_bucket *last = &b->buckets[b->next_to_start - 1];
     int n = last->req_first + last->n_req, done = 0;
     FDP_MPI_CHECK(MPI_Testall(n, b->reqs, &done, MPI_STATUSES_IGNORE));
@@ -155,10 +166,22 @@ static void report_failed_request(fdp_buckets *b) {
 void fdp_buckets_wait_all(fdp_buckets *b, float scale) {
     double t0 = MPI_Wtime();
     fdp_comm *c = b->comm;
-    if (c->size > 1) fdp_comm_region_enter(c, "gradient buckets (wait_all)");
+    if (b->nccl) {
+        /* device gradients: the rest start as one NCCL group; the join and the scaling are
+         * enqueued on the compute stream, the host does not wait here */
+        if (c->size > 1 && b->next_to_start < b->n_buckets) {
+            fdp_nccl_group_begin(b->nccl);
+            while (b->next_to_start < b->n_buckets) start_bucket(b, b->next_to_start++);
+            fdp_nccl_group_end(b->nccl);
+        }
+        b->next_to_start = b->n_buckets;
+        fdp_nccl_bucket_finish(b->nccl, b->params->grads, b->params->n_params, scale);
+        scale = 1.0f; /* done on the device */
+    }
+    if (c->size > 1 && !b->nccl) fdp_comm_region_enter(c, "gradient buckets (wait_all)");
     /* the same index order on every rank, ready or not */
     while (b->next_to_start < b->n_buckets) start_bucket(b, b->next_to_start++);
-    if (c->size > 1) {
+    if (c->size > 1 && !b->nccl) {
         for (int r = 0; r < b->n_reqs; r++) b->statuses[r].MPI_ERROR = MPI_SUCCESS;
         int rc = MPI_Waitall(b->n_reqs, b->reqs, b->statuses);
         if (rc == MPI_ERR_IN_STATUS) report_failed_request(b);

@@ -148,9 +148,12 @@ static const cfg_key KEYS[] = {
     {K(train, on_nonfinite), T_ENUM, "stop", NO_RANGE, E_NONFINITE,
      "NaN/Inf in the loss or gradients: stop (every rank exits with a message naming the step) or skip the step (counted in the metrics)"},
     {K(train, rebuild_activations), T_BOOL, "false", NO_RANGE, NULL,
-     "recompute each flow step's input from its output in backward instead of storing activations (less memory)"},
+     "RealNVP: keep no s/t-network activations in forward; backward rebuilds each coupling's input from its output "
+     "and recomputes its s/t network (activation memory no longer grows with depth; one more s/t forward per step; "
+     "gradients equal up to float rounding). Not implemented for glow"},
     {K(train, bucket_mb), T_FLOAT, "25", GT(0), NULL, "gradient all-reduce bucket size in MiB (overlaps communication with backward)"},
     {K(train, check_every), T_INT64, "100", GE(0), NULL, "compare a parameter checksum across ranks every N steps (0 = never)"},
+    {K(train, watchdog_s), T_FLOAT, "600", GE(0), NULL, "seconds a rank may wait in one collective (MPI or NCCL) before it aborts the whole job naming itself (0 = never); longer than the slowest checkpoint write"},
     {K(train, signal), T_ENUM, "SIGUSR2", NO_RANGE, E_SIGNAL,
      "signal on which every rank checkpoints and exits, for SLURM --signal=B:USR2@120 and requeue (none = no handler)"},
 
@@ -794,6 +797,9 @@ int fdp_config_validate(const fdp_config *c, fdp_err *err) {
     if (steps > 0 && warmup > steps)
         return fdp_err_set(err, "%s: [train] warmup_steps = %lld is larger than [train] steps = %lld", where,
                            (long long)warmup, (long long)steps);
+    if (c->train.rebuild_activations && c->model.type == FDP_MODEL_GLOW)
+        return fdp_err_set(err, "%s: [train] rebuild_activations = true is not implemented for [model] type = glow "
+                           "(RealNVP only); set it to false", where);
     if (c->train.lr_decay != FDP_LR_DECAY_NONE && c->train.lr_min > c->train.lr)
         return fdp_err_set(err, "%s: [train] lr_min = %g is larger than [train] lr = %g (with lr_decay = %s)", where,
                            c->train.lr_min, c->train.lr, E_DECAY[c->train.lr_decay]);

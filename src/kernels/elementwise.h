@@ -153,10 +153,11 @@ FDP_HD static inline void fdp_k_bn_act(int64_t i, const fdp_bn_act_args *a) {
  * reduction and bn_grad_apply recompute it instead of reading a g buffer. */
 typedef struct { const float *dy, *y; float *g; int C; int64_t HW; float mult; int mode; } fdp_bn_act_grad_args;
 FDP_HD static inline float fdp_bn_act_grad_at(int64_t i, int64_t n, int c, int64_t hw, const fdp_bn_act_grad_args *a) {
+    /* masks, not branches (fdp_keep_if), so that the loops over it vectorize */
     if (a->mode == 0) return a->mult * a->dy[i];
-    if (a->mode == 1) return a->y[i] > 0.0f ? a->mult * a->dy[i] : 0.0f;
+    if (a->mode == 1) return fdp_keep_if(a->y[i] > 0.0f, a->mult * a->dy[i]);
     int64_t ip = (n * 2 * a->C + c) * a->HW + hw, in = (n * 2 * a->C + a->C + c) * a->HW + hw;
-    float g = (a->y[ip] > 0.0f ? a->dy[ip] : 0.0f) - (a->y[in] > 0.0f ? a->dy[in] : 0.0f);
+    float g = fdp_keep_if(a->y[ip] > 0.0f, a->dy[ip]) - fdp_keep_if(a->y[in] > 0.0f, a->dy[in]);
     return a->mult * g;
 }
 FDP_HD static inline float fdp_bn_act_grad_value(int64_t i, const fdp_bn_act_grad_args *a) {

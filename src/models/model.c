@@ -73,6 +73,7 @@ int fdp_model_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be
         return -1;
     }
     r->data_constraint = (float)cfg->model.data_constraint;
+    r->rebuild_activations = cfg->train.rebuild_activations;
     fdp_realnvp_alloc_init(r, be, seed);
     fdp_model *m = fdp_xcalloc(1, sizeof *m);
     m->type = "realnvp";

@@ -201,6 +201,67 @@ static fdp_tensor scale_backward(fdp_realnvp *m, fdp_ctx *ctx, int s, fdp_tensor
     return d;
 }
 
+/* ---- rebuild_activations: the same flow, every tensor transformed in place ----
+ * Forward keeps only the flow's running tensor (which ends as z), per-sample log-dets and,
+ * from prepare, the weight-normed weights and BatchNorm statistics; each coupling frees its
+ * s/t network at once. Backward walks the flow in reverse and rebuilds every coupling's input
+ * from its output (fdp_coupling_backward_rebuild). Permutations go through a scratch copy
+ * and back, and the half that moves to the next scale is a slice copied back after it, so
+ * the arena holds at most about two images per sample beyond one coupling's working set,
+ * whatever the depth. */
+
+/* x (in place) squeezed (unsq 0) or unsqueezed (unsq 1) in the order alt; returns its new shape */
+static fdp_tensor permute_inplace(fdp_ctx *ctx, fdp_tensor x, int alt, int unsq) {
+    fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
+    fdp_tensor t = unsq ? fdp_unsqueeze(ctx, x, alt) : fdp_squeeze(ctx, x, alt);
+    ctx->be->copy(ctx->be, x.data, t.data, sizeof(float) * (size_t)fdp_numel(x));
+    fdp_arena_reset(ctx->arena, m);
+    t.data = x.data;
+    return t;
+}
+
+/* channels [0, part.c) of whole = part */
+static void put_channels(fdp_ctx *ctx, fdp_tensor part, fdp_tensor whole) {
+    fdp_slice_copy_args a = {part.data, whole.data, part.c, 0, whole.c, 0, part.c, (int64_t)part.h * part.w, 1.0f, 0};
+    ctx->be->slice_copy(ctx->be, fdp_numel(part), &a);
+}
+
+static void scale_forward_rebuild(fdp_realnvp *m, fdp_ctx *ctx, int s, fdp_tensor x, double *sldj) {
+    fdp_realnvp_scale *S = &m->scales[s];
+    for (int i = 0; i < S->n_in; i++) fdp_coupling_forward_inplace(&S->in_c[i], ctx, x, sldj);
+    if (S->is_last) return;
+    fdp_tensor q = permute_inplace(ctx, x, 0, 0);
+    for (int i = 0; i < 3; i++) fdp_coupling_forward_inplace(&S->out_c[i], ctx, q, sldj);
+    q = permute_inplace(ctx, permute_inplace(ctx, q, 0, 1), 1, 0);
+    fdp_arena_mark mk = fdp_arena_get_mark(ctx->arena);
+    fdp_tensor keep = fdp_channel_slice(ctx, q, 0, 2 * S->C); /* the rest is factored out, stays in q */
+    scale_forward_rebuild(m, ctx, s + 1, keep, sldj);
+    put_channels(ctx, keep, q);
+    fdp_arena_reset(ctx->arena, mk);
+    permute_inplace(ctx, q, 1, 1);
+}
+
+/* y (in place -> the scale's input, rebuilt), d (in place -> its gradient) */
+static void scale_backward_rebuild(fdp_realnvp *m, fdp_ctx *ctx, int s, fdp_tensor y, fdp_tensor d,
+                                   const float *dldj) {
+    fdp_realnvp_scale *S = &m->scales[s];
+    if (!S->is_last) {
+        fdp_tensor qy = permute_inplace(ctx, y, 1, 0), qd = permute_inplace(ctx, d, 1, 0);
+        fdp_arena_mark mk = fdp_arena_get_mark(ctx->arena);
+        fdp_tensor ky = fdp_channel_slice(ctx, qy, 0, 2 * S->C), kd = fdp_channel_slice(ctx, qd, 0, 2 * S->C);
+        scale_backward_rebuild(m, ctx, s + 1, ky, kd, dldj);
+        put_channels(ctx, ky, qy);
+        put_channels(ctx, kd, qd);
+        fdp_arena_reset(ctx->arena, mk);
+        qy = permute_inplace(ctx, permute_inplace(ctx, qy, 1, 1), 0, 0);
+        qd = permute_inplace(ctx, permute_inplace(ctx, qd, 1, 1), 0, 0);
+        for (int i = 2; i >= 0; i--) fdp_coupling_backward_rebuild(&S->out_c[i], ctx, qy, qd, dldj);
+        y = permute_inplace(ctx, qy, 0, 1);
+        d = permute_inplace(ctx, qd, 0, 1);
+    }
+    for (int i = S->n_in - 1; i >= 0; i--) fdp_coupling_backward_rebuild(&S->in_c[i], ctx, y, d, dldj);
+}
+
 fdp_tensor fdp_realnvp_flow_forward(fdp_realnvp *m, fdp_ctx *ctx, fdp_tensor y, double *sldj) {
     FDP_CHECK(y.c == m->in_channels && y.h == m->height && y.w == m->width,
               "realnvp: input %dx%dx%d, model built for %dx%dx%d", y.c, y.h, y.w, m->in_channels, m->height, m->width);
@@ -219,7 +280,16 @@ double fdp_realnvp_forward_loss(fdp_realnvp *m, fdp_ctx *ctx, fdp_tensor x, fdp_
     m->sldj = fdp_arena_doubles(ctx->arena, x.n);
     m->dldj = fdp_arena_alloc(ctx->arena, sizeof(float) * (size_t)x.n);
     fdp_tensor y = fdp_logit_forward(ctx, x, u, m->k, m->data_constraint, m->sldj);
-    m->z = fdp_realnvp_flow_forward(m, ctx, y, m->sldj);
+    m->rebuilt = m->rebuild_activations && !ctx->no_grad;
+    if (m->rebuilt) {
+        FDP_CHECK(y.c == m->in_channels && y.h == m->height && y.w == m->width,
+                  "realnvp: input %dx%dx%d, model built for %dx%dx%d", y.c, y.h, y.w, m->in_channels, m->height,
+                  m->width);
+        scale_forward_rebuild(m, ctx, 0, y, m->sldj); /* y becomes z */
+        m->z = y;
+    } else {
+        m->z = fdp_realnvp_flow_forward(m, ctx, y, m->sldj);
+    }
     (void)be;
     return fdp_gaussian_nll(ctx, m->z, m->sldj, m->k, nll);
 }
@@ -234,7 +304,14 @@ void fdp_realnvp_backward(fdp_realnvp *m, fdp_ctx *ctx, float loss_scale) {
     be->axpby(be, fdp_numel(z), &a);
     fdp_fill_args f = {m->dldj, -inv};
     be->fill(be, z.n, &f);
-    fdp_realnvp_flow_backward(m, ctx, dz, m->dldj);
+    if (m->rebuilt) {
+        /* rebuild in a copy, so that m->z stays the forward's z */
+        fdp_tensor y = fdp_arena_tensor(ctx->arena, z.n, z.c, z.h, z.w);
+        be->copy(be, y.data, z.data, sizeof(float) * (size_t)fdp_numel(z));
+        scale_backward_rebuild(m, ctx, 0, y, dz, m->dldj);
+    } else {
+        fdp_realnvp_flow_backward(m, ctx, dz, m->dldj);
+    }
 }
 
 fdp_tensor fdp_realnvp_sample(fdp_realnvp *m, fdp_ctx *ctx, fdp_tensor z, int undo_constraint) {

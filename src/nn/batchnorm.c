@@ -2,7 +2,11 @@
  * ctx->allreduce_f64 is set, fused with the activation that follows it.
  * Training: normalize with the batch mean and biased variance of the GLOBAL
  * batch; running stats <- (1-momentum)*running + momentum*(mean, unbiased var).
- * Evaluation: running statistics. Sums are taken in double. */
+ * Evaluation: running statistics. Sums are taken in double.
+ * Recomputation (ctx->recompute, rebuild_activations): the statistics the
+ * step's forward computed are reused as they are, so the recomputed output
+ * normalizes exactly as the forward did, no collective is issued (nothing to
+ * order across ranks) and the running statistics are updated once per step. */
 #include <stdio.h>
 
 #include "flowdp/error.h"
@@ -27,12 +31,23 @@ void fdp_bn_init(fdp_bn *l, fdp_params *p, const char *prefix, int C) {
     l->mean = l->invstd = NULL;
 }
 
+void fdp_bn_prepare(fdp_bn *l, fdp_ctx *ctx) {
+    l->mean = fdp_arena_alloc(ctx->arena, sizeof(float) * (size_t)l->C);
+    l->invstd = fdp_arena_alloc(ctx->arena, sizeof(float) * (size_t)l->C);
+}
+
 void fdp_bn_forward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, float mult, fdp_act act) {
     fdp_backend *be = ctx->be;
     FDP_CHECK(x.c == l->C, "batchnorm: %d channels given to a layer of %d", x.c, l->C);
+    FDP_CHECK(l->mean != NULL, "batchnorm: forward before prepare");
     int64_t HW = (int64_t)x.h * x.w;
-    l->mean = fdp_arena_alloc(ctx->arena, sizeof(float) * (size_t)l->C);
-    l->invstd = fdp_arena_alloc(ctx->arena, sizeof(float) * (size_t)l->C);
+    fdp_bn_act_args aa = {x.data, y.data, l->mean, l->invstd, fdp_params_data(ctx->params, l->p_w),
+                          fdp_params_data(ctx->params, l->p_b), l->C, HW, mult, (int)act};
+    if (ctx->recompute) { /* the statistics of this step's forward, untouched */
+        be->bn_act(be, fdp_numel(x), &aa);
+        return;
+    }
+    fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
     fdp_bn_stats_args sa = {NULL, NULL, 0.0, l->eps, l->momentum, ctx->training,
                             fdp_params_data(ctx->params, l->b_mean), fdp_params_data(ctx->params, l->b_var),
                             l->mean, l->invstd};
@@ -52,8 +67,7 @@ void fdp_bn_forward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, float m
         be->fill(be, 1, &fa);
     }
     be->bn_stats(be, l->C, &sa);
-    fdp_bn_act_args aa = {x.data, y.data, l->mean, l->invstd, fdp_params_data(ctx->params, l->p_w),
-                          fdp_params_data(ctx->params, l->p_b), l->C, HW, mult, (int)act};
+    fdp_arena_reset(ctx->arena, m); /* the sums were scratch */
     be->bn_act(be, fdp_numel(x), &aa);
 }
 

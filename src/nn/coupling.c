@@ -100,14 +100,15 @@ fdp_tensor fdp_coupling_inverse(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y) {
     return x;
 }
 
-fdp_tensor fdp_coupling_backward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor dy, const float *dldj) {
+/* the backward proper: from y (the output), th, dy and dldj, the parameter gradients and dx
+ * (written; dx is a separate buffer); uses the s/t network's saved activations */
+static void backward_into(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y, const float *th, fdp_tensor dy,
+                          const float *dldj, fdp_tensor dx) {
     fdp_backend *be = ctx->be;
-    fdp_tensor y = l->y;
-    fdp_tensor dx = fdp_arena_tensor(ctx->arena, y.n, y.c, y.h, y.w);
     fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
     fdp_tensor dst = fdp_arena_tensor(ctx->arena, y.n, 2 * l->Cc, y.h, y.w);
     fdp_tensor dsth = fdp_arena_tensor(ctx->arena, y.n, l->Cc, y.h, y.w);
-    fdp_coupling_affine_backward_args a = {dy.data, y.data, l->th.data, l->rescale, dldj, dx.data, dst.data,
+    fdp_coupling_affine_backward_args a = {dy.data, y.data, th, l->rescale, dldj, dx.data, dst.data,
                                            dsth.data, l->C, l->Cc, l->off, y.h, y.w, (int)l->mask, l->reverse_mask};
     be->coupling_affine_backward(be, fdp_numel(y), &a);
     /* Rescale weight: s = w*th, dw[c] = sum ds*th; then through the weight norm */
@@ -136,6 +137,56 @@ fdp_tensor fdp_coupling_backward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor dy, c
         be->slice_copy(be, fdp_numel(did), &sa);
     }
     fdp_arena_reset(ctx->arena, m);
+}
+
+fdp_tensor fdp_coupling_backward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor dy, const float *dldj) {
+    fdp_tensor y = l->y;
+    fdp_tensor dx = fdp_arena_tensor(ctx->arena, y.n, y.c, y.h, y.w);
+    backward_into(l, ctx, y, l->th.data, dy, dldj, dx);
     if (ctx->grads_ready) ctx->grads_ready(ctx->grads_ready_user, l->first_entry, l->last_entry);
     return dx;
+}
+
+/* ---- rebuild_activations: keep nothing, rebuild the input from the output in backward ---- */
+
+void fdp_coupling_forward_inplace(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor x, double *sldj) {
+    fdp_backend *be = ctx->be;
+    FDP_CHECK(x.c == l->C, "coupling: input has %d channels, expected %d", x.c, l->C);
+    fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
+    fdp_tensor in = st_input(l, ctx, x);
+    fdp_tensor st = fdp_resnet_forward(&l->st, ctx, in);
+    fdp_tensor s = fdp_arena_tensor(ctx->arena, x.n, l->Cc, x.h, x.w);
+    /* element-wise: y[i] depends on x[i] and st only, so y may overwrite x; the same
+     * arithmetic as fdp_coupling_forward, so the same y and log-det bit for bit */
+    fdp_coupling_affine_args a = affine_args(l, x, st, x, NULL, s.data, 0);
+    be->coupling_affine(be, fdp_numel(x), &a);
+    double *ldj = fdp_arena_doubles(ctx->arena, x.n);
+    be->reduce_rows(be, s.data, NULL, 1, x.n, fdp_sample_numel(s), ldj);
+    fdp_axpy_f64_args pa = {ldj, sldj, 1.0};
+    be->axpy_f64(be, x.n, &pa);
+    fdp_arena_reset(ctx->arena, m);
+}
+
+void fdp_coupling_backward_rebuild(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y, fdp_tensor dy, const float *dldj) {
+    fdp_backend *be = ctx->be;
+    FDP_CHECK(y.c == l->C && fdp_same_shape(y, dy), "coupling: rebuild backward: y %dx%dx%dx%d, dy %dx%dx%dx%d, %d channels",
+              y.n, y.c, y.h, y.w, dy.n, dy.c, dy.h, dy.w, l->C);
+    fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
+    /* the identity part of y is the identity part of x, so this is the forward's s/t input */
+    fdp_tensor in = st_input(l, ctx, y);
+    int prev = ctx->recompute;
+    ctx->recompute = 1; /* BatchNorm: the forward's statistics, no running-statistics update */
+    fdp_tensor st = fdp_resnet_forward(&l->st, ctx, in);
+    ctx->recompute = prev;
+    /* x = coupling^-1(y), and th = tanh(s_raw) as the forward computed it */
+    fdp_tensor th = fdp_arena_tensor(ctx->arena, y.n, l->Cc, y.h, y.w);
+    fdp_tensor x = fdp_arena_tensor(ctx->arena, y.n, y.c, y.h, y.w);
+    fdp_coupling_affine_args a = affine_args(l, y, st, x, th.data, NULL, 1);
+    be->coupling_affine(be, fdp_numel(y), &a);
+    fdp_tensor dx = fdp_arena_tensor(ctx->arena, y.n, y.c, y.h, y.w);
+    backward_into(l, ctx, y, th.data, dy, dldj, dx);
+    be->copy(be, y.data, x.data, sizeof(float) * (size_t)fdp_numel(y));
+    be->copy(be, dy.data, dx.data, sizeof(float) * (size_t)fdp_numel(y));
+    fdp_arena_reset(ctx->arena, m); /* the s/t network's activations, x, dx */
+    if (ctx->grads_ready) ctx->grads_ready(ctx->grads_ready_user, l->first_entry, l->last_entry);
 }

@@ -55,6 +55,12 @@ void fdp_resnet_free(fdp_resnet *r) {
 }
 
 void fdp_resnet_prepare(fdp_resnet *r, fdp_ctx *ctx) {
+    fdp_bn_prepare(&r->in_norm, ctx);
+    fdp_bn_prepare(&r->out_norm, ctx);
+    for (int i = 0; i < r->num_blocks; i++) {
+        fdp_bn_prepare(&r->blocks[i].in_norm, ctx);
+        fdp_bn_prepare(&r->blocks[i].out_norm, ctx);
+    }
     fdp_wnconv_prepare(&r->in_conv, ctx);
     fdp_wnconv_prepare(&r->in_skip, ctx);
     for (int i = 0; i < r->num_blocks; i++) {

@@ -17,6 +17,8 @@
 
 #include "flowdp/arena.h"
 #include "flowdp/buckets.h"
+#include "flowdp/cuda.h"
+#include "flowdp/nccl.h"
 #include "flowdp/checkpoint.h"
 #include "flowdp/data.h"
 #include "flowdp/evaluate.h"
@@ -112,6 +114,8 @@ typedef struct trainer {
     fdp_ema ema;         /* EMA weights (when use_ema) */
     fdp_arena *arena;
     fdp_buckets *buckets;
+    fdp_nccl *nccl;      /* the device communicator (CUDA backend), else NULL */
+    int on_device;       /* parameters, gradients and activations live in GPU memory */
     fdp_source train, test; /* in memory (idx, cifar10) or streamed from shards (hdf5) */
     fdp_metrics *metrics;
     int per_rank_batch;
@@ -311,6 +315,26 @@ static const char *first_nonfinite_entry(trainer *t) {
     return NULL;
 }
 
+/* XXH64 of this rank's parameters (copied to the host first when they live on the GPU) */
+static uint64_t params_checksum(trainer *t) {
+    fdp_params *p = t->model->params;
+    if (!t->on_device) return fdp_checksum_f32(p->params, p->n_params);
+    float *h = fdp_xmalloc(sizeof(float) * (size_t)(p->n_params ? p->n_params : 1));
+    t->be->to_host(t->be, h, p->params, sizeof(float) * (size_t)p->n_params);
+    uint64_t r = fdp_checksum_f32(h, p->n_params);
+    free(h);
+    return r;
+}
+
+/* every rank gets rank 0's bytes of backend memory: NCCL on the device, MPI on the host */
+static void broadcast_backend(trainer *t, void *buf, int64_t bytes) {
+    if (bytes <= 0 || t->world == 1) return;
+    if (t->nccl)
+        fdp_nccl_broadcast(t->nccl, buf, bytes, 0);
+    else
+        fdp_comm_broadcast(t->comm, buf, bytes, 0);
+}
+
 static int train_loop(trainer *t) {
     const fdp_config *cfg = t->cfg;
     fdp_backend *be = t->be;
@@ -330,6 +354,10 @@ static int train_loop(trainer *t) {
     int64_t *didx = be->alloc(be, sizeof(int64_t) * (size_t)B);
     float *saved_buffers = be->alloc(be, sizeof(float) * (size_t)(p->n_buffers ? p->n_buffers : 1));
     fdp_ctx ctx = {.be = be, .arena = t->arena, .params = p, .training = 1, .allreduce_f64 = fdp_comm_allreduce_f64_sum_hook, .comm = t->comm, .world_size = t->world};
+    if (t->nccl) { /* synchronized BatchNorm / ActNorm init on device sums, through NCCL */
+        ctx.allreduce_f64 = fdp_nccl_allreduce_f64_sum_hook;
+        ctx.comm = t->nccl;
+    }
     if (t->world == 1) ctx.allreduce_f64 = NULL;
     if (t->world > 1) {
         ctx.grads_ready = grads_ready;
@@ -443,7 +471,7 @@ static int train_loop(trainer *t) {
         /* periodic cross-rank parameter checksum: silent divergence is a bug */
         if (t->world > 1 && cfg->train.check_every > 0 && t->step % cfg->train.check_every == 0) {
             int bad_rank = -1;
-            uint64_t h = fdp_checksum_f32(p->params, p->n_params);
+            uint64_t h = params_checksum(t);
             if (!fdp_comm_check_same_u64(t->comm, h, &bad_rank))
                 FDP_FATAL("step %lld: the parameters of rank %d differ from rank 0's (silent divergence); "
                           "hint: a non-deterministic kernel or a corrupted all-reduce",
@@ -517,6 +545,9 @@ static int train_loop(trainer *t) {
                      t->ckpt_dir);
         else
             fdp_info("finished: %lld steps (no test set); checkpoints in %s", (long long)t->step, t->ckpt_dir);
+        /* the arena also serves evaluation batches ([train] eval_batch_size) */
+        fdp_info("activation arena peak %.2f MiB on rank 0 (training steps and evaluation)",
+                 (double)fdp_arena_peak(t->arena) / 1048576.0);
     }
     be->free(be, x);
     be->free(be, u);
@@ -534,6 +565,8 @@ int fdp_train_run(const fdp_train_opts *o) {
     t->comm = o->comm;
     t->rank = fdp_comm_rank(o->comm);
     t->world = fdp_comm_size(o->comm);
+    /* a rank stuck in one collective longer than this (a peer hangs without dying) aborts the job */
+    if (t->world > 1 && cfg->train.watchdog_s > 0) fdp_comm_watchdog_start(o->comm, cfg->train.watchdog_s);
     t->seed = (uint64_t)cfg->train.seed;
     t->best_bpd = INFINITY;
     t->last_bpd = NAN;
@@ -570,20 +603,23 @@ int fdp_train_run(const fdp_train_opts *o) {
     }
 
     /* ---- backend, model, optimizer ---- */
-    if (cfg->train.device == FDP_DEVICE_CUDA) {
-        /* the CUDA backend compiles but the trainer's device path (device arena, NCCL buckets,
-         * device checksums) is not wired in yet: refuse rather than crash on a GPU machine */
-        if (t->rank == 0)
-            fdp_error("%s: [train] device = cuda: GPU training is not wired into flowdp-train yet; use device = cpu",
-                      cfg->source_path ? cfg->source_path : "config");
+    /* the GPU of this rank: local rank modulo the visible devices (flowdp/cuda.h) */
+    t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
+    bad = t->be == NULL;
+    if (fdp_comm_any(t->comm, bad)) {
+        if (bad) fdp_error("rank %d: %s", t->rank, err.msg);
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
-    t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
-    if (!t->be) {
-        if (t->rank == 0) fdp_error("%s", err.msg);
-        rc = FDP_EXIT_BAD_INPUT;
-        goto out;
+    t->on_device = cfg->train.device == FDP_DEVICE_CUDA;
+    if (t->on_device) {
+        /* collective: checks that no two ranks of a node share a GPU, then ncclCommInitRank */
+        if (fdp_nccl_create(t->comm, t->be, &t->nccl, &err) != 0) {
+            if (t->rank == 0) fdp_error("%s", err.msg);
+            rc = FDP_EXIT_BAD_INPUT;
+            goto out;
+        }
+        fdp_nccl_watchdog_start(t->nccl, cfg->train.watchdog_s > 0 ? cfg->train.watchdog_s : 600.0);
     }
     if (fdp_model_create(cfg, t->train.c, t->train.h, t->train.w, t->be, t->seed, &t->model, &err) != 0) {
         if (t->rank == 0) fdp_error("%s: %s", cfg->source_path ? cfg->source_path : "config", err.msg);
@@ -599,7 +635,8 @@ int fdp_train_run(const fdp_train_opts *o) {
                       (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
     t->use_ema = cfg->train.ema > 0.0;
     if (t->use_ema) fdp_ema_init(&t->ema, t->model->params, (float)cfg->train.ema);
-    t->arena = fdp_arena_create(64u << 20, NULL, NULL, NULL, t->be->dev);
+    /* activations in the backend's memory (GPU memory for CUDA, aligned host memory for the CPU) */
+    t->arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, t->be, t->be->dev);
     t->config_text = fdp_config_to_ini(cfg);
 
     /* ---- resume ---- */
@@ -645,8 +682,8 @@ int fdp_train_run(const fdp_train_opts *o) {
     if (!resumed) {
         /* every rank initialized from the same seed; broadcast anyway so that rank 0 is the truth */
         fdp_params *p = t->model->params;
-        fdp_comm_broadcast(t->comm, p->params, (int64_t)sizeof(float) * p->n_params, 0);
-        fdp_comm_broadcast(t->comm, p->buffers, (int64_t)sizeof(float) * p->n_buffers, 0);
+        broadcast_backend(t, p->params, (int64_t)sizeof(float) * p->n_params);
+        broadcast_backend(t, p->buffers, (int64_t)sizeof(float) * p->n_buffers);
     }
 
     t->steps_per_epoch = fdp_sampler_steps_per_epoch(t->train.n, t->world, t->per_rank_batch);
@@ -659,6 +696,7 @@ int fdp_train_run(const fdp_train_opts *o) {
     }
     t->total_steps = cfg->train.steps > 0 ? cfg->train.steps : (int64_t)ceil(cfg->train.epochs * (double)t->steps_per_epoch);
     t->buckets = fdp_buckets_create(t->comm, t->model->params, cfg->train.bucket_mb);
+    if (t->nccl) fdp_buckets_use_nccl(t->buckets, t->nccl);
 
     /* ---- metrics (rank 0) ---- */
     if (t->rank == 0) {
@@ -682,10 +720,11 @@ int fdp_train_run(const fdp_train_opts *o) {
     }
 
     fdp_info("flowdp-train: %s %dx%dx%d, %lld parameters | %d rank(s) x batch %d = %d | %lld train / %lld test images | "
-             "%lld steps (%lld per epoch) | %s, %d thread(s) per rank",
+             "%lld steps (%lld per epoch) | %s, %d thread(s) per rank | activations %s",
              t->model->type, t->model->C, t->model->H, t->model->W, (long long)t->model->params->n_params, t->world,
              t->per_rank_batch, t->per_rank_batch * t->world, (long long)t->train.n, (long long)t->test.n,
-             (long long)t->total_steps, (long long)t->steps_per_epoch, t->be->name, t->be->num_threads);
+             (long long)t->total_steps, (long long)t->steps_per_epoch, t->be->name, t->be->num_threads,
+             cfg->train.rebuild_activations ? "rebuilt in backward" : "stored");
     install_signals(cfg);
     if (t->step >= t->total_steps) {
         fdp_info("nothing to do: the checkpoint is at step %lld of %lld", (long long)t->step, (long long)t->total_steps);
@@ -694,8 +733,10 @@ int fdp_train_run(const fdp_train_opts *o) {
     }
 
 out:
+    if (t->world > 1) fdp_comm_watchdog_start(o->comm, 0);
     if (t->metrics) fdp_metrics_close(t->metrics);
     if (t->buckets) fdp_buckets_destroy(t->buckets);
+    if (t->nccl) fdp_nccl_destroy(t->nccl);
     free(t->config_text);
     if (t->arena) fdp_arena_destroy(t->arena);
     if (t->model) {

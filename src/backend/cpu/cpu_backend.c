@@ -43,11 +43,11 @@ FDP_ELEMENTWISE_OPS(CPU_ELEMENTWISE)
  * copied to a local so that stores through the tensors cannot alias them. */
 #define CPU_CHANNEL_OP(name)                                                                  \
     static void cpu_rows_##name(fdp_backend *be, int64_t n, const fdp_##name##_args *a) {     \
-        const fdp_##name##_args la = *a;                                                      \
-        int64_t rows = n / la.HW, HW = la.HW;                                                 \
-        int C = la.C;                                                                         \
+        int64_t rows = n / a->HW, HW = a->HW;                                                 \
+        int C = a->C;                                                                         \
         _Pragma("omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN && be->num_threads > 1)") \
         for (int64_t r = 0; r < rows; r++) {                                                  \
+            const fdp_##name##_args la = *a; /* private (see BN_GRAD_APPLY_MODE) */           \
             int64_t nn = r / C, base = r * HW;                                                \
             int c = (int)(r % C);                                                             \
             for (int64_t hw = 0; hw < HW; hw++) fdp_k_##name##_at(base + hw, nn, c, hw, &la); \
@@ -55,15 +55,18 @@ FDP_ELEMENTWISE_OPS(CPU_ELEMENTWISE)
     }
 CPU_CHANNEL_OP(bn_act)
 
+/* The local copy of the args is made INSIDE the parallel loop: one made before it
+ * would be shared with the outlined OpenMP body, which then reloads its fields
+ * (the mode included) on every element and cannot vectorize. */
 #define BN_GRAD_APPLY_MODE(MODE, ACC)                                                          \
     static void bn_grad_apply_##MODE##_##ACC(fdp_backend *be, int64_t n, const fdp_bn_grad_apply_args *a) { \
-        fdp_bn_grad_apply_args la = *a;                                                        \
-        la.grad.mode = MODE;                                                                   \
-        la.accumulate = ACC;                                                                   \
-        int64_t rows = n / la.HW, HW = la.HW;                                                  \
-        int C = la.C;                                                                          \
+        int64_t rows = n / a->HW, HW = a->HW;                                                  \
+        int C = a->C;                                                                          \
         _Pragma("omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN && be->num_threads > 1)") \
         for (int64_t r = 0; r < rows; r++) {                                                   \
+            fdp_bn_grad_apply_args la = *a;                                                    \
+            la.grad.mode = MODE;                                                               \
+            la.accumulate = ACC;                                                               \
             int64_t nn = r / C, base = r * HW;                                                 \
             int c = (int)(r % C);                                                              \
             for (int64_t hw = 0; hw < HW; hw++) fdp_k_bn_grad_apply_at(base + hw, nn, c, hw, &la); \
@@ -159,12 +162,13 @@ static void cpu_channel_moments(fdp_backend *be, const float *x, int outer, int 
 #define BN_BACKWARD_REDUCE_MODE(MODE)                                                          \
     static void bn_backward_reduce_mode##MODE(const fdp_bn_act_grad_args *g, const float *x, int outer, \
                                               double *sum_g, double *sum_gx, int par) {         \
-        fdp_bn_act_grad_args lg = *g;                                                          \
-        lg.mode = MODE;                                                                        \
-        int C = lg.C;                                                                          \
-        int64_t inner = lg.HW;                                                                 \
+        int C = g->C;                                                                          \
+        int64_t inner = g->HW;                                                                 \
         _Pragma("omp parallel for schedule(static) if (par)")                                  \
         for (int c = 0; c < C; c++) {                                                          \
+            fdp_bn_act_grad_args lg = *g; /* private (see BN_GRAD_APPLY_MODE) */               \
+            lg.mode = MODE;                                                                    \
+            const float *xp = x;                                                               \
             double s[FDP_LANES] = {0}, q[FDP_LANES] = {0};                                     \
             for (int o = 0; o < outer; o++) {                                                  \
                 int64_t base = ((int64_t)o * C + c) * inner;                                   \
@@ -173,12 +177,12 @@ static void cpu_channel_moments(fdp_backend *be, const float *x, int outer, int 
                     for (int j = 0; j < FDP_LANES; j++) {                                      \
                         double v = fdp_bn_act_grad_at(base + i + j, o, c, i + j, &lg);         \
                         s[j] += v;                                                             \
-                        q[j] += v * x[base + i + j];                                           \
+                        q[j] += v * xp[base + i + j];                                           \
                     }                                                                          \
                 for (; i < inner; i++) {                                                       \
                     double v = fdp_bn_act_grad_at(base + i, o, c, i, &lg);                     \
                     s[i % FDP_LANES] += v;                                                     \
-                    q[i % FDP_LANES] += v * x[base + i];                                       \
+                    q[i % FDP_LANES] += v * xp[base + i];                                       \
                 }                                                                              \
             }                                                                                  \
             double ts = 0.0, tq = 0.0;                                                         \
