@@ -459,15 +459,76 @@ done:
     return rc;
 }
 
-/* Write the whole checkpoint into the HDF5 file tmp (flushed and closed). */
-static int write_hdf5(const char *tmp, const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta *meta,
-                      const char *config, fdp_err *err) {
+/* Bob Jenkins' lookup3 hashlittle, byte-wise: HDF5's metadata checksum
+ * (H5_checksum_lookup3, initval 0), stored little-endian after the checksummed bytes. */
+#define L3_ROT(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
+static uint32_t lookup3(const unsigned char *k, size_t length, uint32_t initval) {
+    uint32_t a, b, c;
+    a = b = c = 0xdeadbeefu + (uint32_t)length + initval;
+    while (length > 12) {
+        a += k[0] + ((uint32_t)k[1] << 8) + ((uint32_t)k[2] << 16) + ((uint32_t)k[3] << 24);
+        b += k[4] + ((uint32_t)k[5] << 8) + ((uint32_t)k[6] << 16) + ((uint32_t)k[7] << 24);
+        c += k[8] + ((uint32_t)k[9] << 8) + ((uint32_t)k[10] << 16) + ((uint32_t)k[11] << 24);
+        a -= c, a ^= L3_ROT(c, 4), c += b;
+        b -= a, b ^= L3_ROT(a, 6), a += c;
+        c -= b, c ^= L3_ROT(b, 8), b += a;
+        a -= c, a ^= L3_ROT(c, 16), c += b;
+        b -= a, b ^= L3_ROT(a, 19), a += c;
+        c -= b, c ^= L3_ROT(b, 4), b += a;
+        length -= 12;
+        k += 12;
+    }
+    if (length == 0) return c;
+    uint32_t w[3] = {0, 0, 0}; /* the zero-padded tail, little-endian words */
+    for (size_t i = 0; i < length; i++) w[i / 4] += (uint32_t)k[i] << (8 * (i % 4));
+    a += w[0], b += w[1], c += w[2];
+    c ^= b, c -= L3_ROT(b, 14);
+    a ^= c, a -= L3_ROT(c, 11);
+    b ^= a, b -= L3_ROT(a, 25);
+    c ^= b, c -= L3_ROT(b, 16);
+    a ^= c, a -= L3_ROT(c, 4);
+    b ^= a, b -= L3_ROT(a, 14);
+    c ^= b, c -= L3_ROT(b, 24);
+    return c;
+}
+#undef L3_ROT
+
+/* HDF5 1.10.8's H5Fget_file_image returns a version-2 superblock whose checksum
+ * does not match its bytes (an image written as is does not open: "incorrect
+ * metadata checksum"). Recompute it. The superblock (at offset 0: we created the
+ * file) is signature(8) version(1) sizes(2) flags(1) 4 addresses of 8 bytes and
+ * the checksum of those 44 bytes. Returns 0, or -1 when it is not that superblock. */
+static int fix_superblock_checksum(unsigned char *img, size_t n) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    if (n < 48 || memcmp(img, sig, 8) != 0 || img[8] != 2 || img[9] != 8 || img[10] != 8) return -1;
+    uint32_t sum = lookup3(img, 44, 0);
+    for (int i = 0; i < 4; i++) img[44 + i] = (unsigned char)(sum >> (8 * i));
+    return 0;
+}
+
+/* Build the whole checkpoint as an HDF5 file image in memory (the core driver, no
+ * backing store) and return it in *image (malloc'd, *size bytes; the caller writes
+ * it to disk). HDF5 never touches the disk here, on purpose: HDF5 1.10 cannot
+ * recover from a failed write (disk full, EFBIG past `ulimit -f`, EIO): H5Fclose
+ * then fails, the half-closed file stays registered and the library crashes in
+ * its atexit handler (H5F__close_cb). Writing the image ourselves turns every disk
+ * error into a plain errno. Costs a transient second copy of the checkpoint in
+ * rank 0's memory while the image is taken. */
+static int build_image(const char *tmp, const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta *meta,
+                       const char *config, void **image_out, size_t *size, fdp_err *err) {
+    *image_out = NULL;
+    *size = 0;
+    /* grow the image in steps of about the raw data size: one or two allocations */
+    size_t raw = sizeof(float) * ((size_t)s->table->n_params * 5 + (size_t)s->table->n_buffers) + strlen(config);
     hid_t fapl = make_fapl();
-    if (fapl < 0) return h5fail(path, err, "cannot set up file access");
+    if (fapl < 0 || H5Pset_fapl_core(fapl, raw / 2 + ((size_t)1 << 20), 0) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        return h5fail(path, err, "cannot set up file access");
+    }
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (file < 0) {
         char what[CKPT_PATH_MAX + 64];
-        snprintf(what, sizeof what, "cannot create %s", tmp);
+        snprintf(what, sizeof what, "cannot create %s in memory", tmp);
         h5fail(path, err, what);
         H5Pclose(fapl);
         return -1;
@@ -522,8 +583,46 @@ static int write_hdf5(const char *tmp, const char *path, const fdp_ckpt_state *s
         rc = attr_write(file, "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, &sum, path, err);
     }
     if (!rc && H5Fflush(file, H5F_SCOPE_LOCAL) < 0) rc = h5fail(path, err, "cannot flush");
-    if (H5Fclose(file) < 0 && !rc) rc = h5fail(path, err, "cannot close (flush failed)");
+    if (!rc) { /* the flushed file, byte for byte (H5Fget_file_image flushes, then copies up to the EOA) */
+        ssize_t n = H5Fget_file_image(file, NULL, 0);
+        void *buf = n > 0 ? malloc((size_t)n) : NULL;
+        if (n <= 0) rc = h5fail(path, err, "cannot take the file image");
+        else if (!buf) rc = fdp_err_set(err, "checkpoint %s: out of memory for a %lld-byte file image", path, (long long)n);
+        else if (H5Fget_file_image(file, buf, (size_t)n) != n) rc = h5fail(path, err, "cannot take the file image");
+        if (!rc && fix_superblock_checksum(buf, (size_t)n) != 0)
+            rc = fdp_err_set(err, "checkpoint %s: the in-memory file image does not start with a version-2 superblock", path);
+        if (!rc) {
+            *image_out = buf;
+            *size = (size_t)n;
+        } else {
+            free(buf);
+        }
+    }
+    if (H5Fclose(file) < 0 && !rc) rc = h5fail(path, err, "cannot close the in-memory file");
+    if (rc) {
+        free(*image_out);
+        *image_out = NULL;
+        *size = 0;
+    }
     return rc;
+}
+
+/* Write n bytes to a new file path (created or truncated), fsync and close it; 0 or an errno. */
+static int write_file(const char *path, const void *data, size_t n) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return errno;
+    int e = 0;
+    for (size_t o = 0; o < n && !e;) {
+        ssize_t w = write(fd, (const char *)data + o, n - o);
+        if (w < 0) {
+            if (errno != EINTR) e = errno;
+        } else {
+            o += (size_t)w;
+        }
+    }
+    if (!e && fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && !e) e = errno;
+    return e;
 }
 
 static void dir_of(const char *path, char *out, size_t len) {
@@ -541,15 +640,6 @@ static int fsync_dir(const char *dir) {
     int e = 0;
     if (fsync(fd) != 0 && errno != EINVAL) e = errno;
     close(fd);
-    return e;
-}
-
-static int fsync_file(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return errno;
-    int e = 0;
-    if (fsync(fd) != 0) e = errno;
-    if (close(fd) != 0 && !e) e = errno;
     return e;
 }
 
@@ -579,12 +669,15 @@ int fdp_ckpt_save(const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta
 
     h5_quiet q;
     h5_quiet_begin(&q);
-    int rc = write_hdf5(tmp, path, s, meta, config_text ? config_text : "", err);
+    void *image = NULL;
+    size_t size = 0;
+    int rc = build_image(tmp, path, s, meta, config_text ? config_text : "", &image, &size, err);
     h5_quiet_end(&q);
     if (rc == 0) {
-        int e = fsync_file(tmp);
-        if (e) rc = fdp_err_set(err, "checkpoint %s: cannot fsync %s: %s", path, tmp, strerror(e));
+        int e = write_file(tmp, image, size);
+        if (e) rc = fdp_err_set(err, "checkpoint %s: cannot write %s (%zu bytes): %s", path, tmp, size, strerror(e));
     }
+    free(image);
     if (rc == 0 && rename(tmp, path) != 0)
         rc = fdp_err_set(err, "checkpoint %s: cannot rename %s over it: %s", path, tmp, strerror(errno));
     if (rc != 0) {
