@@ -31,7 +31,8 @@ static void usage(FILE *f) {
             "\n"
             "Exit codes: 0 finished; 1 internal error; 2 bad config, command line, dataset or checkpoint;\n"
             "3 stopped by SIGTERM or the [train] signal after checkpointing (please requeue);\n"
-            "4 NaN/Inf in loss or gradients; 5 checkpoint write failed with [checkpoint] on_write_error = stop.\n"
+            "4 NaN/Inf in loss or gradients; 5 checkpoint write failed with [checkpoint] on_write_error = stop,\n"
+            "or the final or stop-signal checkpoint failed.\n"
             "\n");
     fdp_config_print_help(f);
 }
