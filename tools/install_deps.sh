@@ -14,6 +14,7 @@ PKGS=(
   libcmocka-dev                              # unit tests
   libpng-dev zlib1g-dev libinih-dev          # sample grids, gzip IDX, INI configs
   dataset-fashion-mnist                      # the real data of the quickstart and the tests
+  clang slurm-wlm munge                      # fault tests: libFuzzer targets (clang), e2e_slurm's private cluster
 )
 
 missing=()
