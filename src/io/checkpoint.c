@@ -315,8 +315,12 @@ static int vlen_str_disk_len(hid_t ds, const char *path, uint64_t *len) {
     if (fd < 0) return -1;
     unsigned char b[4];
     ssize_t r = pread(fd, b, 4, (off_t)off);
+    int e = r < 0 ? errno : 0;
     close(fd);
-    if (r != 4) return -1;
+    if (r != 4) {
+        errno = e; /* 0: the file ends before it */
+        return -1;
+    }
     *len = (uint64_t)b[0] | (uint64_t)b[1] << 8 | (uint64_t)b[2] << 16 | (uint64_t)b[3] << 24;
     return 0;
 }
@@ -336,7 +340,8 @@ static int str_read(hid_t obj, int is_attr, const char *what, char **out, const 
         rc = fdp_err_set(err, "checkpoint %s: damaged file: %s claims %llu bytes, more than the file's %llu", path, what,
                          (unsigned long long)H5Tget_size(t), (unsigned long long)file_size);
     } else if (is_var && !is_attr && vlen_str_disk_len(obj, path, &disk_len) != 0) {
-        rc = fdp_err_set(err, "checkpoint %s: cannot read the length of %s: %s", path, what, strerror(errno));
+        rc = fdp_err_set(err, "checkpoint %s: cannot read the length of %s: %s", path, what,
+                         errno ? strerror(errno) : "the file ends before it");
     } else if (is_var && !is_attr && disk_len != UINT64_MAX && disk_len > file_size) {
         rc = fdp_err_set(err, "checkpoint %s: damaged file: %s claims %llu bytes, more than the file's %llu", path, what,
                          (unsigned long long)disk_len, (unsigned long long)file_size);
@@ -1063,14 +1068,16 @@ static int check_global_heaps(const char *path, const struct stat *st, fdp_err *
     for (uint64_t base = 0; !rc && base < fsize; base += BLOCK) {
         /* this block plus the 15 bytes of a collection header that may start in it */
         size_t want = (size_t)(fsize - base < BLOCK + 16 ? fsize - base : BLOCK + 16), got = 0;
+        int e = 0;
         while (got < want) {
             ssize_t r = pread(fd, buf + got, want - got, (off_t)(base + got));
             if (r < 0 && errno == EINTR) continue;
+            if (r < 0) e = errno;
             if (r <= 0) break;
             got += (size_t)r;
         }
         if (got < want) {
-            rc = fdp_err_set(err, "checkpoint %s: cannot read: %s", path, got < want && errno ? strerror(errno) : "short read");
+            rc = fdp_err_set(err, "checkpoint %s: cannot read: %s", path, e ? strerror(e) : "the file shrank while read");
             break;
         }
         size_t scan_end = want < BLOCK ? want : BLOCK;
