@@ -61,7 +61,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     cpid=$(pgrep -P "$tpid" || true)
     if ((round % 2)); then
         # inside a checkpoint write: poll for this process's temporary file
-        mode=write
+        mode="write"
         delay_ms=$((RANDOM % 41))
         for ((w = 0; w < 1000; w++)); do
             compgen -G "$D/*.tmp.$cpid" >/dev/null && break
@@ -136,7 +136,7 @@ for c in "${CHECKS[@]}"; do
     wait "${c%%:*}" || true
     snap=${c#*:}
     [ -f "$snap/status" ] || fail "no result from the checks in $snap"
-    while read -r what code names; do
+    while read -r _ code names; do
         case "$code" in
         0 | 1) ;;
         *) cat "$snap/check.log"; fail "${snap##*/}: a checkpoint left after kill -9 does not load: $names (exit $code)" ;;

@@ -153,7 +153,7 @@ note "submitted job $job"
 # --- wait until it trains, then the warning signal, as --signal=USR2@T sends it
 for ((i = 0; i < 600; i++)); do
     grep -Eqs '^step ([3-9]|[1-9][0-9])/' "$JLOG" && break
-    [ -n "$(job_field "$job" JobState | grep -E 'FAILED|CANCELLED|COMPLETED')" ] && break
+    case "$(job_field "$job" JobState)" in FAILED | CANCELLED | COMPLETED) break ;; esac
     sleep 0.2
 done
 grep -Eqs '^step ([3-9]|[1-9][0-9])/' "$JLOG" || { cat "$JLOG" 2>/dev/null; fail "job $job did not train ($(job_field "$job" JobState))"; }
@@ -168,7 +168,7 @@ for ((i = 0; i < 600; i++)); do
         requeued=yes
         break
     fi
-    [ -n "$(job_field "$job" JobState | grep -E 'FAILED|COMPLETED|CANCELLED')" ] && break
+    case "$(job_field "$job" JobState)" in FAILED | CANCELLED | COMPLETED) break ;; esac
     sleep 0.2
 done
 [ $requeued = yes ] || { cat "$JLOG"; scontrol show job "$job"; fail "job $job was not requeued"; }
