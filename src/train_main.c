@@ -1,6 +1,7 @@
 /* train_main.c — flowdp-train: the command line around the training loop
  * (src/train/trainer.c). Runs as one process or as N MPI ranks (mpiexec/srun). */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +31,16 @@ static void usage(FILE *f) {
             "\n"
             "Exit codes: 0 finished; 1 internal error; 2 bad config, command line, dataset or checkpoint;\n"
             "3 stopped by SIGTERM or the [train] signal after checkpointing (please requeue);\n"
-            "4 NaN/Inf in loss or gradients; 5 checkpoint write failed with [checkpoint] on_write_error = stop.\n"
+            "4 NaN/Inf in loss or gradients; 5 checkpoint write failed with [checkpoint] on_write_error = stop,\n"
+            "or the final or stop-signal checkpoint failed.\n"
             "\n");
     fdp_config_print_help(f);
 }
 
 int main(int argc, char **argv) {
+    /* a write past RLIMIT_FSIZE (ulimit -f) must fail with EFBIG and be reported
+     * like any other write error, not kill the process with SIGXFSZ */
+    signal(SIGXFSZ, SIG_IGN);
     fdp_comm *comm = NULL;
     fdp_err err = {{0}};
     if (fdp_comm_init(&argc, &argv, &comm, &err) != 0) {

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* a write past RLIMIT_FSIZE (ulimit -f) must fail with EFBIG and be reported
+     * like any other write error, not kill the process with SIGXFSZ */
+    signal(SIGXFSZ, SIG_IGN);
     fdp_comm *comm = NULL;
     fdp_err err = {{0}};
     if (fdp_comm_init(&argc, &argv, &comm, &err) != 0) {

@@ -15,6 +15,7 @@ PKGS=(
   libpng-dev zlib1g-dev libinih-dev          # sample grids, gzip IDX, INI configs
   libzip-dev libjpeg-dev                     # flowdp-pack: ImageNet .npz archives, JPEG folders
   dataset-fashion-mnist                      # the real data of the quickstart and the tests
+  clang slurm-wlm munge                      # fault tests: libFuzzer targets (clang), e2e_slurm's private cluster
 )
 
 missing=()

@@ -8,7 +8,8 @@
  *                           same step: "checkpointed, please requeue"
  *   4  FDP_EXIT_NONFINITE   NaN/Inf in the loss or gradients ([train] on_nonfinite = stop);
  *                           nothing was written for that step
- *   5  FDP_EXIT_CKPT_FAILED a checkpoint write failed and [checkpoint] on_write_error = stop
+ *   5  FDP_EXIT_CKPT_FAILED a checkpoint write failed and [checkpoint] on_write_error = stop,
+ *                           or the final or stop-signal checkpoint failed (any policy)
  */
 #ifndef FLOWDP_TRAINER_H
 #define FLOWDP_TRAINER_H

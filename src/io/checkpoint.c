@@ -189,16 +189,60 @@ static int attr_read(hid_t loc, const char *name, H5T_class_t cls, hid_t mtype, 
     return rc;
 }
 
+/* The size of the open file that obj belongs to, or 0 when unknown. */
+static uint64_t obj_file_size(hid_t obj) {
+    hid_t f = H5Iget_file_id(obj);
+    hsize_t size = 0;
+    if (f < 0) return 0;
+    if (H5Fget_filesize(f, &size) < 0) size = 0;
+    H5Fclose(f);
+    return (uint64_t)size;
+}
+
+/* The length a scalar variable-length string dataset claims, from its raw data: a
+ * heap ID (uint32 little-endian length, heap address, index) that no HDF5 checksum
+ * covers, and from which HDF5 allocates the string before it finds out that the heap
+ * holds less. Returns 0 and *len (UINT64_MAX when the raw data is not contiguous in
+ * the file: then it sits in the checksummed object header), or -1 on a read error. */
+static int vlen_str_disk_len(hid_t ds, const char *path, uint64_t *len) {
+    *len = UINT64_MAX;
+    haddr_t off = H5Dget_offset(ds);
+    if (off == HADDR_UNDEF) return 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    unsigned char b[4];
+    ssize_t r = pread(fd, b, 4, (off_t)off);
+    int e = r < 0 ? errno : 0;
+    close(fd);
+    if (r != 4) {
+        errno = e; /* 0: the file ends before it */
+        return -1;
+    }
+    *len = (uint64_t)b[0] | (uint64_t)b[1] << 8 | (uint64_t)b[2] << 16 | (uint64_t)b[3] << 24;
+    return 0;
+}
+
 /* Read a scalar string held by an attribute (is_attr) or a dataset into a
- * malloc'd NUL-terminated buffer. Accepts variable- and fixed-length strings. */
+ * malloc'd NUL-terminated buffer. Accepts variable- and fixed-length strings no
+ * longer than the file (a damaged length must not make us, or HDF5, allocate more). */
 static int str_read(hid_t obj, int is_attr, const char *what, char **out, const char *path, fdp_err *err) {
     *out = NULL;
     hid_t t = is_attr ? H5Aget_type(obj) : H5Dget_type(obj);
     hid_t sp = is_attr ? H5Aget_space(obj) : H5Dget_space(obj);
-    int rc = 0;
+    uint64_t file_size = obj_file_size(obj), disk_len = 0;
+    int rc = 0, is_var = t >= 0 ? H5Tis_variable_str(t) > 0 : 0;
     if (t < 0 || sp < 0 || H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(sp) != 1) {
         rc = fdp_err_set(err, "checkpoint %s: %s is not a scalar string", path, what);
-    } else if (H5Tis_variable_str(t) > 0) {
+    } else if (!is_var && (uint64_t)H5Tget_size(t) > file_size) {
+        rc = fdp_err_set(err, "checkpoint %s: damaged file: %s claims %llu bytes, more than the file's %llu", path, what,
+                         (unsigned long long)H5Tget_size(t), (unsigned long long)file_size);
+    } else if (is_var && !is_attr && vlen_str_disk_len(obj, path, &disk_len) != 0) {
+        rc = fdp_err_set(err, "checkpoint %s: cannot read the length of %s: %s", path, what,
+                         errno ? strerror(errno) : "the file ends before it");
+    } else if (is_var && !is_attr && disk_len != UINT64_MAX && disk_len > file_size) {
+        rc = fdp_err_set(err, "checkpoint %s: damaged file: %s claims %llu bytes, more than the file's %llu", path, what,
+                         (unsigned long long)disk_len, (unsigned long long)file_size);
+    } else if (is_var) {
         hid_t mt = make_str_type();
         char *p = NULL;
         herr_t r = mt < 0 ? -1 : is_attr ? H5Aread(obj, mt, &p) : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &p);
@@ -356,15 +400,76 @@ done:
     return rc;
 }
 
-/* Write the whole checkpoint into the HDF5 file tmp (flushed and closed). */
-static int write_hdf5(const char *tmp, const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta *meta,
-                      const char *config, fdp_err *err) {
+/* Bob Jenkins' lookup3 hashlittle, byte-wise: HDF5's metadata checksum
+ * (H5_checksum_lookup3, initval 0), stored little-endian after the checksummed bytes. */
+#define L3_ROT(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
+static uint32_t lookup3(const unsigned char *k, size_t length, uint32_t initval) {
+    uint32_t a, b, c;
+    a = b = c = 0xdeadbeefu + (uint32_t)length + initval;
+    while (length > 12) {
+        a += k[0] + ((uint32_t)k[1] << 8) + ((uint32_t)k[2] << 16) + ((uint32_t)k[3] << 24);
+        b += k[4] + ((uint32_t)k[5] << 8) + ((uint32_t)k[6] << 16) + ((uint32_t)k[7] << 24);
+        c += k[8] + ((uint32_t)k[9] << 8) + ((uint32_t)k[10] << 16) + ((uint32_t)k[11] << 24);
+        a -= c, a ^= L3_ROT(c, 4), c += b;
+        b -= a, b ^= L3_ROT(a, 6), a += c;
+        c -= b, c ^= L3_ROT(b, 8), b += a;
+        a -= c, a ^= L3_ROT(c, 16), c += b;
+        b -= a, b ^= L3_ROT(a, 19), a += c;
+        c -= b, c ^= L3_ROT(b, 4), b += a;
+        length -= 12;
+        k += 12;
+    }
+    if (length == 0) return c;
+    uint32_t w[3] = {0, 0, 0}; /* the zero-padded tail, little-endian words */
+    for (size_t i = 0; i < length; i++) w[i / 4] += (uint32_t)k[i] << (8 * (i % 4));
+    a += w[0], b += w[1], c += w[2];
+    c ^= b, c -= L3_ROT(b, 14);
+    a ^= c, a -= L3_ROT(c, 11);
+    b ^= a, b -= L3_ROT(a, 25);
+    c ^= b, c -= L3_ROT(b, 16);
+    a ^= c, a -= L3_ROT(c, 4);
+    b ^= a, b -= L3_ROT(a, 14);
+    c ^= b, c -= L3_ROT(b, 24);
+    return c;
+}
+#undef L3_ROT
+
+/* HDF5 1.10.8's H5Fget_file_image returns a version-2 superblock whose checksum
+ * does not match its bytes (an image written as is does not open: "incorrect
+ * metadata checksum"). Recompute it. The superblock (at offset 0: we created the
+ * file) is signature(8) version(1) sizes(2) flags(1) 4 addresses of 8 bytes and
+ * the checksum of those 44 bytes. Returns 0, or -1 when it is not that superblock. */
+static int fix_superblock_checksum(unsigned char *img, size_t n) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    if (n < 48 || memcmp(img, sig, 8) != 0 || img[8] != 2 || img[9] != 8 || img[10] != 8) return -1;
+    uint32_t sum = lookup3(img, 44, 0);
+    for (int i = 0; i < 4; i++) img[44 + i] = (unsigned char)(sum >> (8 * i));
+    return 0;
+}
+
+/* Build the whole checkpoint as an HDF5 file image in memory (the core driver, no
+ * backing store) and return it in *image (malloc'd, *size bytes; the caller writes
+ * it to disk). HDF5 never touches the disk here, on purpose: HDF5 1.10 cannot
+ * recover from a failed write (disk full, EFBIG past `ulimit -f`, EIO): H5Fclose
+ * then fails, the half-closed file stays registered and the library crashes in
+ * its atexit handler (H5F__close_cb). Writing the image ourselves turns every disk
+ * error into a plain errno. Costs a transient second copy of the checkpoint in
+ * rank 0's memory while the image is taken. */
+static int build_image(const char *tmp, const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta *meta,
+                       const char *config, void **image_out, size_t *size, fdp_err *err) {
+    *image_out = NULL;
+    *size = 0;
+    /* grow the image in steps of about the raw data size: one or two allocations */
+    size_t raw = sizeof(float) * ((size_t)s->table->n_params * 5 + (size_t)s->table->n_buffers) + strlen(config);
     hid_t fapl = make_fapl();
-    if (fapl < 0) return h5fail(path, err, "cannot set up file access");
+    if (fapl < 0 || H5Pset_fapl_core(fapl, raw / 2 + ((size_t)1 << 20), 0) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        return h5fail(path, err, "cannot set up file access");
+    }
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (file < 0) {
         char what[CKPT_PATH_MAX + 64];
-        snprintf(what, sizeof what, "cannot create %s", tmp);
+        snprintf(what, sizeof what, "cannot create %s in memory", tmp);
         h5fail(path, err, what);
         H5Pclose(fapl);
         return -1;
@@ -419,8 +524,46 @@ static int write_hdf5(const char *tmp, const char *path, const fdp_ckpt_state *s
         rc = attr_write(file, "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, &sum, path, err);
     }
     if (!rc && H5Fflush(file, H5F_SCOPE_LOCAL) < 0) rc = h5fail(path, err, "cannot flush");
-    if (H5Fclose(file) < 0 && !rc) rc = h5fail(path, err, "cannot close (flush failed)");
+    if (!rc) { /* the flushed file, byte for byte (H5Fget_file_image flushes, then copies up to the EOA) */
+        ssize_t n = H5Fget_file_image(file, NULL, 0);
+        void *buf = n > 0 ? malloc((size_t)n) : NULL;
+        if (n <= 0) rc = h5fail(path, err, "cannot take the file image");
+        else if (!buf) rc = fdp_err_set(err, "checkpoint %s: out of memory for a %lld-byte file image", path, (long long)n);
+        else if (H5Fget_file_image(file, buf, (size_t)n) != n) rc = h5fail(path, err, "cannot take the file image");
+        if (!rc && fix_superblock_checksum(buf, (size_t)n) != 0)
+            rc = fdp_err_set(err, "checkpoint %s: the in-memory file image does not start with a version-2 superblock", path);
+        if (!rc) {
+            *image_out = buf;
+            *size = (size_t)n;
+        } else {
+            free(buf);
+        }
+    }
+    if (H5Fclose(file) < 0 && !rc) rc = h5fail(path, err, "cannot close the in-memory file");
+    if (rc) {
+        free(*image_out);
+        *image_out = NULL;
+        *size = 0;
+    }
     return rc;
+}
+
+/* Write n bytes to a new file path (created or truncated), fsync and close it; 0 or an errno. */
+static int write_file(const char *path, const void *data, size_t n) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return errno;
+    int e = 0;
+    for (size_t o = 0; o < n && !e;) {
+        ssize_t w = write(fd, (const char *)data + o, n - o);
+        if (w < 0) {
+            if (errno != EINTR) e = errno;
+        } else {
+            o += (size_t)w;
+        }
+    }
+    if (!e && fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && !e) e = errno;
+    return e;
 }
 
 static void dir_of(const char *path, char *out, size_t len) {
@@ -438,15 +581,6 @@ static int fsync_dir(const char *dir) {
     int e = 0;
     if (fsync(fd) != 0 && errno != EINVAL) e = errno;
     close(fd);
-    return e;
-}
-
-static int fsync_file(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return errno;
-    int e = 0;
-    if (fsync(fd) != 0) e = errno;
-    if (close(fd) != 0 && !e) e = errno;
     return e;
 }
 
@@ -476,12 +610,15 @@ int fdp_ckpt_save(const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta
 
     h5_quiet q;
     h5_quiet_begin(&q);
-    int rc = write_hdf5(tmp, path, s, meta, config_text ? config_text : "", err);
+    void *image = NULL;
+    size_t size = 0;
+    int rc = build_image(tmp, path, s, meta, config_text ? config_text : "", &image, &size, err);
     h5_quiet_end(&q);
     if (rc == 0) {
-        int e = fsync_file(tmp);
-        if (e) rc = fdp_err_set(err, "checkpoint %s: cannot fsync %s: %s", path, tmp, strerror(e));
+        int e = write_file(tmp, image, size);
+        if (e) rc = fdp_err_set(err, "checkpoint %s: cannot write %s (%zu bytes): %s", path, tmp, size, strerror(e));
     }
+    free(image);
     if (rc == 0 && rename(tmp, path) != 0)
         rc = fdp_err_set(err, "checkpoint %s: cannot rename %s over it: %s", path, tmp, strerror(errno));
     if (rc != 0) {
@@ -595,6 +732,7 @@ static int list_section(hid_t file, int sec, ds_info **out, int *n_out, const ch
     }
     ds_info *v = fdp_xcalloc((size_t)(l.n ? l.n : 1), sizeof *v);
     int rc = 0;
+    uint64_t file_size = obj_file_size(g);
     for (int i = 0; i < l.n && !rc; i++) {
         const char *name = l.names[i];
         ds_info *d = &v[i];
@@ -635,10 +773,19 @@ static int list_section(hid_t file, int sec, ds_info **out, int *n_out, const ch
                 if (nd > 0) H5Sget_simple_extent_dims(sp, dims, NULL);
                 d->ndim = nd;
                 d->numel = 1;
-                for (int j = 0; j < nd; j++) {
+                /* the float32 data must fit in the file: bounds the reads and the allocations */
+                uint64_t max_numel = file_size / 4, numel = 1;
+                for (int j = 0; j < nd && !rc; j++) {
+                    if (dims[j] > 0 && numel > max_numel / dims[j])
+                        rc = fdp_err_set(err, "checkpoint %s: damaged file: /%s/%s has a shape larger than the file",
+                                         path, sec_path[sec], name);
+                    numel *= dims[j];
                     d->dims[j] = (int64_t)dims[j];
-                    d->numel *= d->dims[j];
                 }
+                if (!rc && numel > max_numel)
+                    rc = fdp_err_set(err, "checkpoint %s: damaged file: /%s/%s has a shape larger than the file", path,
+                                     sec_path[sec], name);
+                d->numel = (int64_t)numel;
             }
         }
         if (t >= 0) H5Tclose(t);
@@ -763,6 +910,106 @@ static int has_hdf5_signature(const char *path) {
     return r == 8 && memcmp(b, sig, 8) == 0;
 }
 
+/* ---- global heap collections, checked before HDF5 parses them -----------------
+ * Variable-length strings (the format and model_type attributes, /config) live in
+ * HDF5 global heap collections, which carry no checksum. libhdf5 1.10.8 decodes a
+ * collection's objects in a loop that never advances on a free-space object of size
+ * 0 (H5HG__cache_heap_deserialize: a damaged file hangs the reader forever, found
+ * by tests/fuzz/fuzz_checkpoint) and walks past the collection on sizes that do not
+ * fit. So before HDF5 opens a file, every collection in it ("GCOL", version 1, a
+ * size that fits in the file) is walked the same way and must end exactly at its
+ * end with every object inside it. A byte pattern in raw data that looks like such a
+ * collection header but is not one would be refused too: with a 4-byte signature, a
+ * version byte, three zero bytes and a plausible size, that takes ~2^-56 per byte.
+ * The last file found whole is remembered (path, inode, size, mtime): a load right
+ * after a verify does not read the file twice. Returns 0 or -1 with err. */
+static int check_one_gcol(const unsigned char *c, uint64_t size) {
+    uint64_t pos = 16; /* "GCOL", version, 3 reserved, 8-byte collection size */
+    while (pos < size) {
+        if (size - pos < 16) return 0; /* a tail too small for an object header: free space */
+        unsigned idx = (unsigned)c[pos] | (unsigned)c[pos + 1] << 8;
+        uint64_t osize = 0;
+        for (int i = 0; i < 8; i++) osize |= (uint64_t)c[pos + 8 + i] << (8 * i);
+        uint64_t need;
+        if (idx == 0) {
+            need = osize; /* free space: the rest of the collection */
+            if (need == 0) return -1;
+        } else {
+            if (osize > size) return -1;
+            need = 16 + ((osize + 7) & ~(uint64_t)7);
+        }
+        if (need > size - pos) return -1;
+        pos += need;
+    }
+    return 0;
+}
+
+static int check_global_heaps(const char *path, const struct stat *st, fdp_err *err) {
+    static struct {
+        char path[CKPT_PATH_MAX];
+        dev_t dev;
+        ino_t ino;
+        off_t size;
+        struct timespec mtime;
+    } last;
+    if (strcmp(last.path, path) == 0 && last.dev == st->st_dev && last.ino == st->st_ino && last.size == st->st_size &&
+        last.mtime.tv_sec == st->st_mtim.tv_sec && last.mtime.tv_nsec == st->st_mtim.tv_nsec)
+        return 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return fdp_err_set(err, "checkpoint %s: cannot open: %s", path, strerror(errno));
+    uint64_t fsize = (uint64_t)st->st_size;
+    enum { BLOCK = 1 << 20 };
+    unsigned char *buf = malloc(BLOCK + 16);
+    unsigned char *col = NULL;
+    int rc = buf ? 0 : fdp_err_set(err, "checkpoint %s: out of memory", path);
+    for (uint64_t base = 0; !rc && base < fsize; base += BLOCK) {
+        /* this block plus the 15 bytes of a collection header that may start in it */
+        size_t want = (size_t)(fsize - base < BLOCK + 16 ? fsize - base : BLOCK + 16), got = 0;
+        int e = 0;
+        while (got < want) {
+            ssize_t r = pread(fd, buf + got, want - got, (off_t)(base + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) e = errno;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        if (got < want) {
+            rc = fdp_err_set(err, "checkpoint %s: cannot read: %s", path, e ? strerror(e) : "the file shrank while read");
+            break;
+        }
+        size_t scan_end = want < BLOCK ? want : BLOCK;
+        for (size_t i = 0; i + 16 <= want && i < scan_end && !rc; i++) {
+            if (buf[i] != 'G' || memcmp(buf + i, "GCOL\1\0\0\0", 8) != 0) continue;
+            uint64_t csize = 0;
+            for (int k = 0; k < 8; k++) csize |= (uint64_t)buf[i + 8 + k] << (8 * k);
+            uint64_t at = base + i;
+            if (csize < 4096 || csize > fsize - at) continue; /* HDF5 refuses those itself */
+            unsigned char *nc = realloc(col, (size_t)csize);
+            if (!nc) {
+                rc = fdp_err_set(err, "checkpoint %s: out of memory", path);
+                break;
+            }
+            col = nc;
+            if (pread(fd, col, (size_t)csize, (off_t)at) != (ssize_t)csize)
+                rc = fdp_err_set(err, "checkpoint %s: cannot read: short read", path);
+            else if (check_one_gcol(col, csize) != 0)
+                rc = fdp_err_set(err, "checkpoint %s: damaged file: the HDF5 global heap at byte %llu is inconsistent",
+                                 path, (unsigned long long)at);
+        }
+    }
+    free(col);
+    free(buf);
+    close(fd);
+    if (rc == 0) {
+        snprintf(last.path, sizeof last.path, "%s", path);
+        last.dev = st->st_dev;
+        last.ino = st->st_ino;
+        last.size = st->st_size;
+        last.mtime = st->st_mtim;
+    }
+    return rc;
+}
+
 /* Open a checkpoint read-only and check format, version and meta. */
 static hid_t open_checked(const char *path, fdp_ckpt_meta *m, uint64_t *checksum, fdp_err *err) {
     struct stat st;
@@ -774,6 +1021,7 @@ static hid_t open_checked(const char *path, fdp_ckpt_meta *m, uint64_t *checksum
         fdp_err_set(err, "checkpoint %s: not a regular file", path);
         return -1;
     }
+    if (check_global_heaps(path, &st, err) != 0) return -1;
     hid_t fapl = make_fapl();
     if (fapl < 0) {
         h5fail(path, err, "cannot set up file access");

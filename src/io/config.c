@@ -155,7 +155,7 @@ static const cfg_key KEYS[] = {
     {K(train, check_every), T_INT64, "100", GE(0), NULL, "compare a parameter checksum across ranks every N steps (0 = never)"},
     {K(train, watchdog_s), T_FLOAT, "600", GE(0), NULL, "seconds a rank may wait in one collective (MPI or NCCL) before it aborts the whole job naming itself (0 = never); longer than the slowest checkpoint write"},
     {K(train, signal), T_ENUM, "SIGUSR2", NO_RANGE, E_SIGNAL,
-     "signal on which every rank checkpoints and exits, for SLURM --signal=B:USR2@120 and requeue (none = no handler)"},
+     "signal on which every rank checkpoints and exits 3, for SLURM --signal=USR2@120 (sent to the ranks) and requeue (none = no handler)"},
 
     /* [checkpoint] */
     {K(checkpoint, dir), T_STRING, "run", NO_RANGE, NULL, "run directory: checkpoints, metrics and samples go here"},
@@ -163,7 +163,7 @@ static const cfg_key KEYS[] = {
     {K(checkpoint, keep_last), T_INT, "3", GE(1), NULL, "keep the newest N periodic checkpoints, delete older ones"},
     {K(checkpoint, keep_best), T_BOOL, "true", NO_RANGE, NULL, "also keep the checkpoint with the best test bpd"},
     {K(checkpoint, on_write_error), T_ENUM, "continue", NO_RANGE, E_WRITE_ERR,
-     "a checkpoint cannot be written (disk full, ...): continue training with a warning, or stop"},
+     "a periodic checkpoint cannot be written (disk full, ...): continue training with a warning, or stop (exit 5); a failed final or stop-signal checkpoint always exits 5"},
 
     /* [log] */
     {K(log, every), T_INT64, "10", GE(1), NULL, "print a log line every N steps (metrics are recorded every step)"},

@@ -522,6 +522,17 @@ static int train_loop(trainer *t) {
                     rc = FDP_EXIT_CKPT_FAILED;
                     break;
                 }
+                /* "continue" covers the periodic checkpoints only: the final one is the
+                 * result of the run, and the stop-signal one is what exit 3 promises (a
+                 * requeue after a failed one would resume from an older checkpoint and
+                 * could fail the same way forever) */
+                if (stop || t->step == t->total_steps) {
+                    fdp_error("the %s checkpoint (step %lld) was not written: exiting with %d although "
+                              "[checkpoint] on_write_error = continue",
+                              stop ? "stop-signal" : "final", (long long)t->step, FDP_EXIT_CKPT_FAILED);
+                    rc = FDP_EXIT_CKPT_FAILED;
+                    break;
+                }
                 fdp_warn("continuing without this checkpoint ([checkpoint] on_write_error = continue)");
             }
         }
