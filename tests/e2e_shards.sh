@@ -14,7 +14,8 @@
 #      the data path.
 #   4. flowdp-eval on the shards (2 ranks, streamed) gives the bpd flowdp-eval gives on the IDX file.
 #   5. bad input, each one line naming the file, exit 2: an index listing a missing shard
-#      (flowdp-train), a shard whose pixels changed (checksum; flowdp-eval on 2 ranks), a truncated
+#      (flowdp-train), a shard whose pixels changed (checksum; flowdp-eval on 2 ranks, flowdp-train,
+#      which starts when [data] verify = false), a truncated
 #      .npz (flowdp-pack, which leaves no index or shard behind).
 # usage: bash e2e_shards.sh FLOWDP_TRAIN FLOWDP_EVAL FLOWDP_SAMPLE CKPT_COMPARE SOURCE_DIR
 #        with FLOWDP_PACK = the flowdp-pack binary (default: beside FLOWDP_TRAIN)
@@ -103,6 +104,12 @@ f['images'][40, 14, 14, 0] ^= 0x20
 "
     run 2 changed_shard "${MPIEXEC[@]}" "$EVAL" "$(ckpt "$WORK/idx6" 6)" --data "$WORK/changed/test.index" --format hdf5
     expect_in "$LOG" "test-00000-of-00001\.h5: shard checksum mismatch" "changed shard not caught"
+    # flowdp-train checks the checksums at start too, unless [data] verify = false
+    train 2 changed_train "$WORK/c1" --set train.steps=1 --set train.eval_every=0 "${HDF5[@]}" \
+        --set data.test="$WORK/changed/test.index"
+    expect_in "$LOG" "test-00000-of-00001\.h5: shard checksum mismatch" "flowdp-train did not catch the changed shard"
+    train 0 changed_noverify "$WORK/c2" --set train.steps=1 --set train.eval_every=0 "${HDF5[@]}" \
+        --set data.test="$WORK/changed/test.index" --set data.verify=false
 fi
 head -c 3000 /dev/urandom >"$WORK/rand.bin"
 printf 'PK\003\004' | cat - "$WORK/rand.bin" >"$WORK/train_data_batch_1.npz"

@@ -14,7 +14,7 @@ static const char *const ALL_KEYS[][2] = {
     {"model", "data_constraint"}, {"model", "n_bits_x"}, {"model", "n_levels"}, {"model", "depth"},
     {"model", "width"}, {"model", "flow_permutation"}, {"model", "flow_coupling"}, {"model", "learntop"},
     {"data", "format"}, {"data", "train"}, {"data", "test"}, {"data", "test_limit"}, {"data", "prefetch"},
-    {"data", "hflip"}, {"data", "translate"},
+    {"data", "hflip"}, {"data", "translate"}, {"data", "verify"},
     {"train", "device"}, {"train", "threads"}, {"train", "batch_size"}, {"train", "steps"}, {"train", "epochs"},
     {"train", "seed"}, {"train", "optimizer"}, {"train", "lr"}, {"train", "adam_beta1"}, {"train", "adam_beta2"},
     {"train", "adam_eps"}, {"train", "weight_decay"}, {"train", "max_grad_norm"}, {"train", "warmup_steps"},

@@ -91,6 +91,7 @@ typedef struct fdp_config {
         int prefetch;                    /* batches prepared ahead */
         bool hflip;                      /* random horizontal flip */
         double translate;                /* max random shift, fraction of the side */
+        bool verify;                     /* hdf5: check shard checksums at start */
     } data;
     struct {
         fdp_device device;               /* cpu | cuda */

@@ -120,6 +120,9 @@ static const cfg_key KEYS[] = {
     {K(data, translate), T_FLOAT, "0", IN(0, 0.5), NULL,
      "augmentation: random shift by whole pixels, up to floor(this x side) each way, border filled with the nearest "
      "edge pixel (0 = off)"},
+    {K(data, verify), T_BOOL, "true", NO_RANGE, NULL,
+     "hdf5: check every shard's checksum at start, split over the ranks (false: skip it, e.g. for a requeued job on a "
+     "large packed set; the index, shard shapes and counts are always checked)"},
 
     /* [train] */
     {K(train, device), T_ENUM, "cpu", NO_RANGE, E_DEVICE, "compute device: cpu (oneDNN + OpenMP) or cuda (one GPU per rank)"},

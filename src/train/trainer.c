@@ -597,8 +597,8 @@ int fdp_train_run(const fdp_train_opts *o) {
     }
     int bad = fdp_source_open(fmt, cfg->data.train, 1, cfg->data.train_limit, &t->train, &err) != 0;
     if (!bad && cfg->data.test[0]) bad = fdp_source_open(fmt, cfg->data.test, 0, cfg->data.test_limit, &t->test, &err) != 0;
-    if (!bad) bad = fdp_source_verify(&t->train, t->rank, t->world, &err) != 0;
-    if (!bad) bad = fdp_source_verify(&t->test, t->rank, t->world, &err) != 0;
+    if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->train, t->rank, t->world, &err) != 0;
+    if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->test, t->rank, t->world, &err) != 0;
     if (fdp_comm_any(t->comm, bad)) {
         if (bad) fdp_error("%s", err.msg);
         fdp_source_close(&t->train);
