@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "flowdp/error.h"
+#include "flowdp/xxh64.h" /* fdp_xxh64, what fdp_checksum_f32 calls */
 
 typedef enum {
     FDP_REDUCE_SUM = 0,
@@ -107,11 +108,9 @@ int fdp_comm_any(fdp_comm *c, int flag);
  * the reference), so with 2 ranks and rank 1 differing it names rank 1. */
 int fdp_comm_check_same_u64(fdp_comm *c, uint64_t value, int *first_bad_rank);
 /* XXH64 (seed 0) of the n floats' bytes as they lie in memory: deterministic,
- * ~10 GB/s (4 independent 64-bit lanes). Ranks of one job share a byte order, so
+ * 14-18 GB/s on the 2-core dev VM (4 independent 64-bit lanes). Ranks of one job share a byte order, so
  * equal parameters give equal checksums everywhere. Host memory. */
 uint64_t fdp_checksum_f32(const float *x, int64_t n);
-/* XXH64 of arbitrary bytes (what fdp_checksum_f32 calls). */
-uint64_t fdp_xxh64(const void *data, size_t len, uint64_t seed);
 
 /* ---- watchdog ----------------------------------------------------------------------
  * A thread that checks, every min(timeout/10, 1 s), whether this rank has been

@@ -1,5 +1,6 @@
 /* xxh64.c — XXH64, the standard xxHash64 (Yann Collet), streaming. Used for the
- * checkpoint checksum (src/io/checkpoint.c) and the shard checksum (src/data/shards.c).
+ * checkpoint checksum (src/io/checkpoint.c), the shard checksum (src/data/shards.c) and the
+ * cross-rank parameter checksum (fdp_checksum_f32 in src/dist/comm.c).
  * Input words are read as little-endian (the hosts flowdp supports). */
 #include "flowdp/xxh64.h"
 
@@ -62,10 +63,22 @@ void fdp_xxh64_update(fdp_xxh64_state *h, const void *data, size_t n) {
         n -= fill;
         h->memsize = 0;
     }
-    while (n >= 32) {
-        for (int i = 0; i < 4; i++) h->v[i] = xxh_round(h->v[i], read64(p + 8 * i));
-        p += 32;
-        n -= 32;
+    if (n >= 32) {
+        /* the lanes in locals: p is read as bytes, which may alias h->v, so a loop on
+         * h->v stores and reloads them every round and runs at half the speed */
+        uint64_t v1 = h->v[0], v2 = h->v[1], v3 = h->v[2], v4 = h->v[3];
+        do {
+            v1 = xxh_round(v1, read64(p));
+            v2 = xxh_round(v2, read64(p + 8));
+            v3 = xxh_round(v3, read64(p + 16));
+            v4 = xxh_round(v4, read64(p + 24));
+            p += 32;
+            n -= 32;
+        } while (n >= 32);
+        h->v[0] = v1;
+        h->v[1] = v2;
+        h->v[2] = v3;
+        h->v[3] = v4;
     }
     if (n) {
         memcpy(h->mem, p, n);
@@ -108,4 +121,11 @@ uint64_t fdp_xxh64_digest(const fdp_xxh64_state *h) {
     r *= XXH_P3;
     r ^= r >> 32;
     return r;
+}
+
+uint64_t fdp_xxh64(const void *data, size_t len, uint64_t seed) {
+    fdp_xxh64_state h;
+    fdp_xxh64_init(&h, seed);
+    fdp_xxh64_update(&h, data, len);
+    return fdp_xxh64_digest(&h);
 }

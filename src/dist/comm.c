@@ -1,6 +1,6 @@
 /* comm.c — the MPI communicator: init/finalize (singleton-safe), rank and node
  * layout, chunked blocking collectives, agreement helpers (any-rank flag,
- * cross-rank checksum comparison, XXH64 checksum) and the hang watchdog.
+ * cross-rank checksum comparison, XXH64 checksum via flowdp/xxh64.h) and the hang watchdog.
  * See comm.h for the failure policy. */
 #include "flowdp/comm.h"
 
@@ -353,84 +353,6 @@ int fdp_comm_check_same_u64(fdp_comm *c, uint64_t value, int *first_bad_rank) {
     }
     free(all);
     return same;
-}
-
-/* ---- XXH64 -------------------------------------------------------------------------------
- * Yann Collet's xxHash64 (BSD-2; algorithm as specified in xxhash's
- * doc/xxhash_spec.md), written out here: 4 independent lanes over 32-byte
- * stripes (multiply-rotate-multiply), merged, then the tail, then an avalanche.
- * Unaligned little-endian loads via memcpy. Known answers are in the tests. */
-
-static const uint64_t XXH_P1 = 0x9E3779B185EBCA87ULL;
-static const uint64_t XXH_P2 = 0xC2B2AE3D27D4EB4FULL;
-static const uint64_t XXH_P3 = 0x165667B19E3779F9ULL;
-static const uint64_t XXH_P4 = 0x85EBCA77C2B2AE63ULL;
-static const uint64_t XXH_P5 = 0x27D4EB2F165667C5ULL;
-
-static inline uint64_t xxh_rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-static inline uint64_t xxh_read64(const unsigned char *p) {
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline uint32_t xxh_read32(const unsigned char *p) {
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline uint64_t xxh_round(uint64_t acc, uint64_t input) {
-    acc += input * XXH_P2;
-    acc = xxh_rotl(acc, 31);
-    return acc * XXH_P1;
-}
-static inline uint64_t xxh_merge(uint64_t acc, uint64_t val) {
-    acc ^= xxh_round(0, val);
-    return acc * XXH_P1 + XXH_P4;
-}
-
-uint64_t fdp_xxh64(const void *data, size_t len, uint64_t seed) {
-    const unsigned char *p = data, *end = p + len;
-    uint64_t h;
-    if (len >= 32) {
-        uint64_t v1 = seed + XXH_P1 + XXH_P2, v2 = seed + XXH_P2, v3 = seed, v4 = seed - XXH_P1;
-        const unsigned char *limit = end - 32;
-        do {
-            v1 = xxh_round(v1, xxh_read64(p));
-            v2 = xxh_round(v2, xxh_read64(p + 8));
-            v3 = xxh_round(v3, xxh_read64(p + 16));
-            v4 = xxh_round(v4, xxh_read64(p + 24));
-            p += 32;
-        } while (p <= limit);
-        h = xxh_rotl(v1, 1) + xxh_rotl(v2, 7) + xxh_rotl(v3, 12) + xxh_rotl(v4, 18);
-        h = xxh_merge(h, v1);
-        h = xxh_merge(h, v2);
-        h = xxh_merge(h, v3);
-        h = xxh_merge(h, v4);
-    } else {
-        h = seed + XXH_P5;
-    }
-    h += (uint64_t)len;
-    while (end - p >= 8) {
-        h ^= xxh_round(0, xxh_read64(p));
-        h = xxh_rotl(h, 27) * XXH_P1 + XXH_P4;
-        p += 8;
-    }
-    if (end - p >= 4) {
-        h ^= (uint64_t)xxh_read32(p) * XXH_P1;
-        h = xxh_rotl(h, 23) * XXH_P2 + XXH_P3;
-        p += 4;
-    }
-    while (p < end) {
-        h ^= (uint64_t)(*p) * XXH_P5;
-        h = xxh_rotl(h, 11) * XXH_P1;
-        p++;
-    }
-    h ^= h >> 33;
-    h *= XXH_P2;
-    h ^= h >> 29;
-    h *= XXH_P3;
-    h ^= h >> 32;
-    return h;
 }
 
 uint64_t fdp_checksum_f32(const float *x, int64_t n) {
