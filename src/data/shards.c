@@ -3,6 +3,7 @@
  * of shards, a bounded set of open files, reads grouped by shard and run,
  * checksums verified block by block). Every HDF5 sequence runs under
  * fdp_hdf5_lock(). */
+#include "flowdp/h5util.h"
 #include "flowdp/shards.h"
 
 #include <errno.h>
@@ -23,31 +24,7 @@
 
 #define SH_PATH_MAX 4096
 
-/* ---- HDF5 plumbing (caller holds the HDF5 lock) -------------------------------- */
-typedef struct h5_quiet {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-static void h5_quiet_begin(h5_quiet *q) {
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-static void h5_quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
-
-static herr_t innermost_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) snprintf((char *)data, 256, "%s", e->desc);
-    return 0;
-}
-/* one line: HDF5's most specific description of the last failure of this thread */
-static const char *h5_cause(char *out, size_t len) {
-    char desc[256] = "";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_cb, desc);
-    snprintf(out, len, "%s", desc[0] ? desc : "HDF5 error");
-    for (char *c = out; *c; c++)
-        if (*c == '\n' || *c == '\r') *c = ' ';
-    return out;
-}
-
+/* ---- HDF5 plumbing (caller holds the HDF5 lock; flowdp/h5util.h) ---------------- */
 static int attr_write_i64(hid_t loc, const char *name, int64_t v) {
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
@@ -193,8 +170,8 @@ fdp_shard_writer *fdp_shard_writer_create(const char *path, int64_t count, int h
     if (k < 1) k = 1;
     char cause[256];
     fdp_hdf5_lock();
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), dcpl = H5Pcreate(H5P_DATASET_CREATE), sp = -1;
     hsize_t dims[4] = {(hsize_t)count, (hsize_t)h, (hsize_t)w, (hsize_t)c};
     hsize_t chunk[4] = {(hsize_t)k, (hsize_t)h, (hsize_t)w, (hsize_t)c};
@@ -210,7 +187,7 @@ fdp_shard_writer *fdp_shard_writer_create(const char *path, int64_t count, int h
          attr_write_str(sw->file, "split", split ? split : "") == 0 && attr_write_i64(sw->file, "count", count) == 0 &&
          attr_write_i64(sw->file, "height", h) == 0 && attr_write_i64(sw->file, "width", w) == 0 &&
          attr_write_i64(sw->file, "channels", c) == 0 && attr_write_i64(sw->file, "first_index", first_index) == 0;
-    if (!ok) h5_cause(cause, sizeof cause);
+    if (!ok) fdp_h5_cause(cause, sizeof cause);
     if (sp >= 0) H5Sclose(sp);
     if (fapl >= 0) H5Pclose(fapl);
     if (dcpl >= 0) H5Pclose(dcpl);
@@ -218,7 +195,7 @@ fdp_shard_writer *fdp_shard_writer_create(const char *path, int64_t count, int h
         writer_close_h5(sw);
         unlink(sw->tmp);
     }
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     fdp_hdf5_unlock();
     if (!ok) {
         fdp_err_set(err, "%s: cannot create the shard (as %s): %s", path, sw->tmp, cause);
@@ -238,16 +215,16 @@ int fdp_shard_writer_append(fdp_shard_writer *sw, const uint8_t *images_nhwc, co
     const size_t img = (size_t)sw->h * sw->w * sw->c;
     char cause[256];
     fdp_hdf5_lock();
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     hsize_t start[4] = {(hsize_t)sw->done, 0, 0, 0}, cnt[4] = {(hsize_t)n, (hsize_t)sw->h, (hsize_t)sw->w, (hsize_t)sw->c};
     hid_t fsp = H5Dget_space(sw->images), msp = H5Screate_simple(4, cnt, NULL);
     int ok = fsp >= 0 && msp >= 0 && H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, cnt, NULL) >= 0 &&
              H5Dwrite(sw->images, H5T_NATIVE_UINT8, msp, fsp, H5P_DEFAULT, images_nhwc) >= 0;
-    if (!ok) h5_cause(cause, sizeof cause);
+    if (!ok) fdp_h5_cause(cause, sizeof cause);
     if (fsp >= 0) H5Sclose(fsp);
     if (msp >= 0) H5Sclose(msp);
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     fdp_hdf5_unlock();
     if (!ok)
         return fdp_err_set(err, "%s: cannot write images [%lld, %lld): %s", sw->path, (long long)sw->done,
@@ -261,10 +238,10 @@ int fdp_shard_writer_append(fdp_shard_writer *sw, const uint8_t *images_nhwc, co
 void fdp_shard_writer_abort(fdp_shard_writer *sw) {
     if (!sw) return;
     fdp_hdf5_lock();
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     writer_close_h5(sw);
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     fdp_hdf5_unlock();
     unlink(sw->tmp);
     free(sw->labels);
@@ -282,8 +259,8 @@ int fdp_shard_writer_finish(fdp_shard_writer *sw, uint64_t *checksum_out, fdp_er
     uint64_t sum = fdp_xxh64_digest(&sw->hash);
     char cause[256] = "";
     fdp_hdf5_lock();
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     hsize_t dims[1] = {(hsize_t)sw->count};
     hid_t sp = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE), ds = -1;
     int ok = sp >= 0 && dcpl >= 0 && H5Pset_obj_track_times(dcpl, 0) >= 0;
@@ -294,12 +271,12 @@ int fdp_shard_writer_finish(fdp_shard_writer *sw, uint64_t *checksum_out, fdp_er
     if (sp >= 0) H5Sclose(sp);
     if (dcpl >= 0) H5Pclose(dcpl);
     ok = ok && H5Fflush(sw->file, H5F_SCOPE_LOCAL) >= 0;
-    if (!ok) h5_cause(cause, sizeof cause);
-    if (sw->images >= 0 && H5Dclose(sw->images) < 0 && ok) ok = 0, h5_cause(cause, sizeof cause);
+    if (!ok) fdp_h5_cause(cause, sizeof cause);
+    if (sw->images >= 0 && H5Dclose(sw->images) < 0 && ok) ok = 0, fdp_h5_cause(cause, sizeof cause);
     sw->images = -1;
-    if (sw->file >= 0 && H5Fclose(sw->file) < 0 && ok) ok = 0, h5_cause(cause, sizeof cause);
+    if (sw->file >= 0 && H5Fclose(sw->file) < 0 && ok) ok = 0, fdp_h5_cause(cause, sizeof cause);
     sw->file = -1;
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     fdp_hdf5_unlock();
     if (ok && fsync_path(sw->tmp, 0) != 0) ok = 0, snprintf(cause, sizeof cause, "fsync: %s", strerror(errno));
     if (ok && rename(sw->tmp, sw->path) != 0) ok = 0, snprintf(cause, sizeof cause, "rename: %s", strerror(errno));
@@ -419,7 +396,7 @@ static int shard_open(fdp_shards *s, shard *sh, int check, fdp_err *err) {
     }
     sh->file = fapl >= 0 ? H5Fopen(sh->path, H5F_ACC_RDONLY, fapl) : -1;
     if (fapl >= 0) H5Pclose(fapl);
-    if (sh->file < 0) return fdp_err_set(err, "%s: cannot open the shard: %s", sh->path, h5_cause(cause, sizeof cause));
+    if (sh->file < 0) return fdp_err_set(err, "%s: cannot open the shard: %s", sh->path, fdp_h5_cause(cause, sizeof cause));
     s->open_count++;
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
     if (dapl >= 0) H5Pset_chunk_cache(dapl, 521, FDP_SHARDS_CHUNK_CACHE, 1.0);
@@ -627,13 +604,13 @@ int fdp_shards_open(const char *path, int train, int64_t limit, fdp_shards **out
     /* every shard, even those past the limit, must be what the index says */
     int rc = 0;
     fdp_hdf5_lock();
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     for (int i = 0; i < n && rc == 0; i++) {
         rc = shard_open(s, &s->s[i], 1, err);
         if (rc == 0 && s->open_count >= FDP_SHARDS_MAX_OPEN) shard_close(s, &s->s[i]);
     }
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     fdp_hdf5_unlock();
     if (rc != 0) {
         fdp_shards_close(s);
@@ -678,7 +655,7 @@ static int read_run(fdp_shards *s, shard *sh, int64_t a, int64_t n, uint8_t *dst
     int ok = fsp >= 0 && msp >= 0 && H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, cnt, NULL) >= 0 &&
              H5Dread(sh->images, H5T_NATIVE_UINT8, msp, fsp, H5P_DEFAULT, dst) >= 0;
     char cause[256];
-    if (!ok) h5_cause(cause, sizeof cause);
+    if (!ok) fdp_h5_cause(cause, sizeof cause);
     if (fsp >= 0) H5Sclose(fsp);
     if (msp >= 0) H5Sclose(msp);
     if (!ok)
@@ -694,7 +671,7 @@ static int read_labels(shard *sh, int64_t a, int64_t n, int32_t *dst, fdp_err *e
     int ok = ds >= 0 && fsp >= 0 && msp >= 0 && H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, cnt, NULL) >= 0 &&
              H5Dread(ds, H5T_NATIVE_INT32, msp, fsp, H5P_DEFAULT, dst) >= 0;
     char cause[256];
-    if (!ok) h5_cause(cause, sizeof cause);
+    if (!ok) fdp_h5_cause(cause, sizeof cause);
     if (fsp >= 0) H5Sclose(fsp);
     if (msp >= 0) H5Sclose(msp);
     if (ds >= 0) H5Dclose(ds);
@@ -757,8 +734,8 @@ int fdp_shards_read(fdp_shards *s, const int64_t *idx, int count, uint8_t *out_n
     const int64_t img = (int64_t)s->h * s->w * s->c;
     int rc = 0;
     fdp_hdf5_lock();
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     for (int i = 0; i < count && rc == 0;) {
         int64_t g = idx[s->order[i]];
         int si = shard_of(s, g);
@@ -778,7 +755,7 @@ int fdp_shards_read(fdp_shards *s, const int64_t *idx, int count, uint8_t *out_n
             hwc_to_chw(s->buf + j * img, s->h, s->w, s->c, out_nchw + s->order[i + j] * img);
         i += (int)n;
     }
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     fdp_hdf5_unlock();
     return rc;
 }
@@ -794,20 +771,20 @@ int fdp_shards_verify(fdp_shards *s, int part, int nparts, fdp_err *err) {
         fdp_xxh64_init(&h, 0);
         uint64_t stored = 0;
         fdp_hdf5_lock();
-        h5_quiet q;
-        h5_quiet_begin(&q);
+        fdp_h5_quiet q;
+        fdp_h5_quiet_begin(&q);
         rc = shard_open(s, sh, 0, err);
         if (rc == 0 && attr_read_int(sh->file, "checksum", 1, &stored) != 0)
             rc = fdp_err_set(err, "%s: shard has no integer attribute 'checksum'", sh->path);
-        h5_quiet_end(&q);
+        fdp_h5_quiet_end(&q);
         fdp_hdf5_unlock();
         /* block by block, releasing the lock in between so that a training thread is not held up */
         for (int64_t a = 0; a < sh->count && rc == 0; a += s->buf_images) {
             int64_t n = sh->count - a < s->buf_images ? sh->count - a : s->buf_images;
             fdp_hdf5_lock();
-            h5_quiet_begin(&q);
+            fdp_h5_quiet_begin(&q);
             rc = read_run(s, sh, a, n, s->buf, err);
-            h5_quiet_end(&q);
+            fdp_h5_quiet_end(&q);
             fdp_hdf5_unlock();
             if (rc == 0) fdp_xxh64_update(&h, s->buf, (size_t)(n * img));
         }
@@ -818,10 +795,10 @@ int fdp_shards_verify(fdp_shards *s, int part, int nparts, fdp_err *err) {
                 break;
             }
             fdp_hdf5_lock();
-            h5_quiet_begin(&q);
+            fdp_h5_quiet_begin(&q);
             rc = shard_open(s, sh, 0, err);
             if (rc == 0) rc = read_labels(sh, 0, sh->count, lab, err);
-            h5_quiet_end(&q);
+            fdp_h5_quiet_end(&q);
             fdp_hdf5_unlock();
             if (rc == 0) fdp_xxh64_update(&h, lab, sizeof(int32_t) * (size_t)sh->count);
             free(lab);

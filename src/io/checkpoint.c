@@ -2,6 +2,7 @@
  * fsync), load and verify with an XXH64 checksum over data and metadata, and the
  * checkpoint directory (newest valid, prune, best.h5 copy). Layout and checksum
  * definition: include/flowdp/checkpoint.h. */
+#include "flowdp/h5util.h"
 #include "flowdp/checkpoint.h"
 
 #include <dirent.h>
@@ -72,64 +73,11 @@ static void hash_meta(xxh64 *h, const fdp_ckpt_meta *m, const char *config) {
     hash_lenstr(h, config);
 }
 
-/* ---- HDF5 plumbing -------------------------------------------------------------- */
-/* Silence HDF5's automatic error-stack printing for one call (per thread: Debian's
- * HDF5 is thread-safe), restoring what was set before. */
-typedef struct h5_quiet {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-static void h5_quiet_begin(h5_quiet *q) {
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-static void h5_quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
-
-static herr_t h5_innermost_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) snprintf((char *)data, 512, "%s", e->desc);
-    return 0;
-}
-
-/* One line describing the last HDF5 failure of this thread: the system error
- * message when HDF5 reports one (disk full, permission, ...), else HDF5's most
- * specific description. Must be called before any other HDF5 call. */
-static void h5_cause(char *out, size_t len) {
-    char desc[512] = "";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_innermost_cb, desc);
-    const char *key = "error message = '";
-    const char *em = strstr(desc, key);
-    if (em) {
-        em += strlen(key);
-        const char *end = strchr(em, '\'');
-        int n = end ? (int)(end - em) : (int)strlen(em);
-        snprintf(out, len, "%.*s (HDF5)", n, em);
-    } else if (desc[0]) {
-        snprintf(out, len, "HDF5: %s", desc);
-    } else {
-        snprintf(out, len, "HDF5 error");
-    }
-    for (char *c = out; *c; c++)
-        if (*c == '\n' || *c == '\r') *c = ' ';
-}
-
+/* ---- HDF5 plumbing (the shared part is in flowdp/h5util.h) ------------------------ */
 static int h5fail(const char *path, fdp_err *err, const char *what) {
     char cause[600];
-    h5_cause(cause, sizeof cause);
+    fdp_h5_cause(cause, sizeof cause);
     return fdp_err_set(err, "checkpoint %s: %s: %s", path, what, cause);
-}
-
-/* File access: 1.8 format (metadata checksums, no superblock status flags),
- * strong close (H5Fclose closes every object of the file), file locking that is
- * skipped where the filesystem has none (some Lustre/NFS mounts). */
-static hid_t make_fapl(void) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl < 0) return -1;
-    if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0 ||
-        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 || H5Pset_file_locking(fapl, 1, 1) < 0) {
-        H5Pclose(fapl);
-        return -1;
-    }
-    return fapl;
 }
 
 static hid_t make_str_type(void) {
@@ -461,7 +409,7 @@ static int build_image(const char *tmp, const char *path, const fdp_ckpt_state *
     *size = 0;
     /* grow the image in steps of about the raw data size: one or two allocations */
     size_t raw = sizeof(float) * ((size_t)s->table->n_params * 5 + (size_t)s->table->n_buffers) + strlen(config);
-    hid_t fapl = make_fapl();
+    hid_t fapl = fdp_h5_fapl();
     if (fapl < 0 || H5Pset_fapl_core(fapl, raw / 2 + ((size_t)1 << 20), 0) < 0) {
         if (fapl >= 0) H5Pclose(fapl);
         return h5fail(path, err, "cannot set up file access");
@@ -608,12 +556,12 @@ int fdp_ckpt_save(const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta
     if (fd < 0) return fdp_err_set(err, "checkpoint %s: cannot create %s: %s", path, tmp, strerror(errno));
     close(fd);
 
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     void *image = NULL;
     size_t size = 0;
     int rc = build_image(tmp, path, s, meta, config_text ? config_text : "", &image, &size, err);
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     if (rc == 0) {
         int e = write_file(tmp, image, size);
         if (e) rc = fdp_err_set(err, "checkpoint %s: cannot write %s (%zu bytes): %s", path, tmp, size, strerror(e));
@@ -1022,7 +970,7 @@ static hid_t open_checked(const char *path, fdp_ckpt_meta *m, uint64_t *checksum
         return -1;
     }
     if (check_global_heaps(path, &st, err) != 0) return -1;
-    hid_t fapl = make_fapl();
+    hid_t fapl = fdp_h5_fapl();
     if (fapl < 0) {
         h5fail(path, err, "cannot set up file access");
         return -1;
@@ -1030,7 +978,7 @@ static hid_t open_checked(const char *path, fdp_ckpt_meta *m, uint64_t *checksum
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     if (file < 0) {
         char cause[600];
-        h5_cause(cause, sizeof cause);
+        fdp_h5_cause(cause, sizeof cause);
         H5Pclose(fapl);
         if (!has_hdf5_signature(path))
             fdp_err_set(err, "checkpoint %s: not an HDF5 file (%lld bytes, no HDF5 signature)", path, (long long)st.st_size);
@@ -1169,10 +1117,10 @@ int fdp_ckpt_load_expect(const char *path, const char *expect_model_type, fdp_ck
                          char **config_text, fdp_err *err) {
     if (config_text) *config_text = NULL;
     if (!path || !s || !s->table) return fdp_err_set(err, "checkpoint %s: load needs a state with a table", path ? path : "(null)");
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     int rc = ckpt_read(path, expect_model_type, s, meta, config_text, err);
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     return rc;
 }
 
@@ -1183,10 +1131,10 @@ int fdp_ckpt_load(const char *path, fdp_ckpt_state *s, fdp_ckpt_meta *meta, char
 int fdp_ckpt_verify(const char *path, fdp_ckpt_meta *meta_out, fdp_err *err) {
     if (!path) return fdp_err_set(err, "checkpoint: NULL path");
     fdp_ckpt_meta m;
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     int rc = ckpt_read(path, NULL, NULL, &m, NULL, err);
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     if (!rc && meta_out) *meta_out = m;
     return rc;
 }
@@ -1194,8 +1142,8 @@ int fdp_ckpt_verify(const char *path, fdp_ckpt_meta *meta_out, fdp_err *err) {
 int fdp_ckpt_read_header(const char *path, fdp_ckpt_meta *meta, char **config_text, fdp_err *err) {
     if (config_text) *config_text = NULL;
     if (!path) return fdp_err_set(err, "checkpoint: NULL path");
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     fdp_ckpt_meta m;
     uint64_t sum;
     char *config = NULL;
@@ -1205,7 +1153,7 @@ int fdp_ckpt_read_header(const char *path, fdp_ckpt_meta *meta, char **config_te
         rc = read_config(file, &config, path, err);
         H5Fclose(file);
     }
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     if (rc == 0) {
         if (meta) *meta = m;
         if (config_text) {
@@ -1219,8 +1167,8 @@ int fdp_ckpt_read_header(const char *path, fdp_ckpt_meta *meta, char **config_te
 
 int fdp_ckpt_sections(const char *path, fdp_err *err) {
     if (!path) return fdp_err_set(err, "checkpoint: NULL path");
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     fdp_ckpt_meta m;
     uint64_t sum;
     int present[SEC_COUNT], rc = -1;
@@ -1231,7 +1179,7 @@ int fdp_ckpt_sections(const char *path, fdp_err *err) {
                  (present[SEC_EMA] ? FDP_CKPT_HAS_EMA : 0);
         H5Fclose(file);
     }
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     return rc;
 }
 

@@ -15,6 +15,7 @@
  * per second, 3% of a 10 ms step. The default policy flushes at most once per
  * second (and at once for test rows): < 0.05% of wall time, and a kill loses at
  * most the last second of rows. */
+#include "flowdp/h5util.h"
 #include "flowdp/metrics.h"
 
 #include <errno.h>
@@ -72,61 +73,18 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* ---- HDF5 plumbing (as in checkpoint.c) ------------------------------------------- */
-typedef struct h5_quiet {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-static void h5_quiet_begin(h5_quiet *q) {
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-static void h5_quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
-
-static herr_t h5_innermost_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) snprintf((char *)data, 512, "%s", e->desc);
-    return 0;
-}
-static void h5_cause(char *out, size_t len) {
-    char desc[512] = "";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_innermost_cb, desc);
-    const char *key = "error message = '";
-    const char *em = strstr(desc, key);
-    if (em) {
-        em += strlen(key);
-        const char *end = strchr(em, '\'');
-        int n = end ? (int)(end - em) : (int)strlen(em);
-        snprintf(out, len, "%.*s (HDF5)", n, em);
-    } else if (desc[0]) {
-        snprintf(out, len, "HDF5: %s", desc);
-    } else {
-        snprintf(out, len, "HDF5 error");
-    }
-    for (char *c = out; *c; c++)
-        if (*c == '\n' || *c == '\r') *c = ' ';
-}
+/* ---- HDF5 plumbing (the shared part is in flowdp/h5util.h) ------------------------ */
 static int h5fail(const char *path, fdp_err *err, const char *what) {
     char cause[600];
-    h5_cause(cause, sizeof cause);
+    fdp_h5_cause(cause, sizeof cause);
     return fdp_err_set(err, "metrics %s: %s: %s", path, what, cause);
-}
-
-static hid_t make_fapl(void) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl < 0) return -1;
-    if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0 ||
-        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 || H5Pset_file_locking(fapl, 1, 1) < 0) {
-        H5Pclose(fapl);
-        return -1;
-    }
-    return fapl;
 }
 
 /* Open with our file access; on failure the HDF5 cause goes into cause. */
 static hid_t open_h5(const char *fname, unsigned flags, char *cause, size_t len) {
-    hid_t fapl = make_fapl();
+    hid_t fapl = fdp_h5_fapl();
     hid_t f = fapl < 0 ? -1 : H5Fopen(fname, flags, fapl);
-    if (f < 0) h5_cause(cause, len);
+    if (f < 0) fdp_h5_cause(cause, len);
     if (fapl >= 0) H5Pclose(fapl);
     return f;
 }
@@ -408,7 +366,7 @@ static int rewrite(fdp_metrics *m, int create, file_op op, const int64_t *ctx, f
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0) return fdp_err_set(err, "metrics %s: cannot create %s: %s", m->path, tmp, strerror(errno));
         close(fd);
-        hid_t fapl = make_fapl();
+        hid_t fapl = fdp_h5_fapl();
         file = fapl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
         if (file < 0) h5fail(m->path, err, "cannot create the file");
         if (fapl >= 0) H5Pclose(fapl);
@@ -531,10 +489,10 @@ done:
 
 int fdp_metrics_flush(fdp_metrics *m, fdp_err *err) {
     if (!m) return 0;
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     int rc = flush_locked(m, err);
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     return rc;
 }
 
@@ -550,8 +508,8 @@ fdp_metrics *fdp_metrics_open(const char *path, int truncate, fdp_err *err) {
     m->max_seconds = 1.0;
     m->chunk[0] = groups[0].chunk;
     m->chunk[1] = groups[1].chunk;
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     int rc = 0;
     struct stat st;
     int exists = stat(path, &st) == 0;
@@ -576,7 +534,7 @@ fdp_metrics *fdp_metrics_open(const char *path, int truncate, fdp_err *err) {
             }
         }
     }
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     if (rc) {
         free(m);
         return NULL;
@@ -625,8 +583,8 @@ int fdp_metrics_truncate_after(fdp_metrics *m, int64_t step, fdp_err *err) {
                 break;
             }
     }
-    h5_quiet q;
-    h5_quiet_begin(&q);
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
     int rc = 0;
     if (m->resync) rc = resync(m, err);
     /* read-only look first: most resumes have nothing to drop */
@@ -655,7 +613,7 @@ int fdp_metrics_truncate_after(fdp_metrics *m, int64_t step, fdp_err *err) {
     }
     if (!rc && need) rc = rewrite(m, 0, op_truncate, &step, err);
     if (rc) m->resync = 1; /* re-read the file before the next flush */
-    h5_quiet_end(&q);
+    fdp_h5_quiet_end(&q);
     return rc;
 }
 
