@@ -90,31 +90,6 @@
 /* numerics helpers                                                          */
 /* ======================================================================== */
 
-/* log|det A| of the n x n row-major matrix A (overwritten), LU with partial pivoting */
-static double lu_logabsdet(double *A, int n) {
-    double s = 0.0;
-    for (int k = 0; k < n; k++) {
-        int piv = k;
-        for (int i = k + 1; i < n; i++)
-            if (fabs(A[(size_t)i * n + k]) > fabs(A[(size_t)piv * n + k])) piv = i;
-        if (A[(size_t)piv * n + k] == 0.0) return -INFINITY;
-        if (piv != k)
-            for (int j = 0; j < n; j++) {
-                double t = A[(size_t)k * n + j];
-                A[(size_t)k * n + j] = A[(size_t)piv * n + j];
-                A[(size_t)piv * n + j] = t;
-            }
-        double d = A[(size_t)k * n + k];
-        s += log(fabs(d));
-        for (int i = k + 1; i < n; i++) {
-            double f = A[(size_t)i * n + k] / d;
-            if (f == 0.0) continue;
-            for (int j = k + 1; j < n; j++) A[(size_t)i * n + j] -= f * A[(size_t)k * n + j];
-        }
-    }
-    return s;
-}
-
 /* a map from nin floats to nout floats (and nldj per-sample log-dets, may be 0) */
 typedef void (*map_fn)(void *st, const float *x, float *y, double *ldj);
 typedef struct fd_map {
@@ -151,7 +126,7 @@ static double block_logdet(const double *J, int N, int o, int D) {
     double *B = malloc(sizeof(double) * (size_t)D * D);
     for (int i = 0; i < D; i++)
         for (int j = 0; j < D; j++) B[(size_t)i * D + j] = J[(size_t)(o + i) * N + o + j];
-    double r = lu_logabsdet(B, D);
+    double r = tu_lu_logabsdet(B, D);
     free(B);
     return r;
 }
@@ -166,17 +141,6 @@ static double offblock_max(const double *J, int n, int D) {
     return m;
 }
 
-static float *rand_floats(int64_t n, uint64_t seed, float lo, float hi) {
-    float *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    tu_fill_uniform(x, n, seed, lo, hi);
-    return x;
-}
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* Random parameters far from the identity map but well conditioned: BatchNorm
  * weights near 1, biases and running statistics small but non-zero, weight-norm
  * directions random with row norms g in [0.5, 1], Rescale weights g in
@@ -189,25 +153,25 @@ static void randomize_params(fdp_params *p, uint64_t seed, double rs_lo, double 
         for (int64_t j = 0; j < e->numel; j++) {
             double v;
             if (e->kind == FDP_BUFFER) {
-                if (ends_with(e->name, "running_mean"))
+                if (tu_ends_with(e->name, "running_mean"))
                     v = tu_uniform(&s, -0.3, 0.3);
-                else if (ends_with(e->name, "running_var"))
+                else if (tu_ends_with(e->name, "running_var"))
                     v = tu_uniform(&s, 0.5, 2.0);
                 else
                     v = d[j]; /* counters, data_constraint: keep */
-            } else if (ends_with(e->name, "norm.weight")) {
+            } else if (tu_ends_with(e->name, "norm.weight")) {
                 v = tu_uniform(&s, 0.8, 1.2);
-            } else if (ends_with(e->name, "norm.bias")) {
+            } else if (tu_ends_with(e->name, "norm.bias")) {
                 v = tu_uniform(&s, -0.2, 0.2);
-            } else if (ends_with(e->name, "rescale.weight_g")) {
+            } else if (tu_ends_with(e->name, "rescale.weight_g")) {
                 v = tu_uniform(&s, rs_lo, rs_hi);
-            } else if (ends_with(e->name, "rescale.weight_v")) {
+            } else if (tu_ends_with(e->name, "rescale.weight_v")) {
                 v = tu_uniform(&s, 0.3, 1.0) * (tu_uniform(&s, 0, 1) < 0.5 ? -1.0 : 1.0);
-            } else if (ends_with(e->name, "weight_g")) {
+            } else if (tu_ends_with(e->name, "weight_g")) {
                 v = tu_uniform(&s, 0.5, 1.0);
-            } else if (ends_with(e->name, "weight_v")) {
+            } else if (tu_ends_with(e->name, "weight_v")) {
                 v = tu_uniform(&s, -1.0, 1.0);
-            } else if (ends_with(e->name, "bias")) {
+            } else if (tu_ends_with(e->name, "bias")) {
                 v = tu_uniform(&s, -0.2, 0.2);
             } else {
                 fail_msg("randomize_params: no rule for %s", e->name);
@@ -416,7 +380,7 @@ static double logdet_vs(const flow_ut *f, const double *J, const double *ldj, do
     double *T = malloc(sizeof(double) * (size_t)N * N);
     memcpy(T, J, sizeof(double) * (size_t)N * N);
     for (int s = 0; s < f->n; s++) sum += ldj[s];
-    err = fabs(lu_logabsdet(T, N) - sum);
+    err = fabs(tu_lu_logabsdet(T, N) - sum);
     *ldj_max = fabs(sum);
     free(T);
     return err;
@@ -505,7 +469,7 @@ static void fu_check_backward(flow_ut *f, const float *x, double h, int per_entr
                               grad_report *r) {
     fdp_params *p = f->p;
     int N = fu_N(f);
-    float *w = rand_floats(N, seed, -1.0f, 1.0f), *c = rand_floats(f->n, seed + 1, -1.0f, 1.0f);
+    float *w = tu_rand_floats(N, seed, -1.0f, 1.0f), *c = tu_rand_floats(f->n, seed + 1, -1.0f, 1.0f);
     float *dx = malloc(sizeof(float) * (size_t)N), *g = malloc(sizeof(float) * (size_t)p->n_params);
     double *dy = malloc(sizeof(double) * (size_t)N), dl[64];
 
@@ -671,7 +635,7 @@ static void print_logdet(const char *mode, const logdet_report *r, double tol) {
  * training on the whole batch), backward (training; evaluation when asked). */
 static void fu_check_all(flow_ut *f, uint64_t seed, const flow_tols *t) {
     int N = fu_N(f);
-    float *x = rand_floats(N, seed, -1.5f, 1.5f);
+    float *x = tu_rand_floats(N, seed, -1.5f, 1.5f);
     logdet_report le, lt;
 
     printf("[%s] n=%d %dx%dx%d, FD step %.0e\n", f->name, f->n, f->c, f->h, f->w, H_FD);
@@ -882,7 +846,7 @@ static double check_permutation_jacobian(const fd_map *m, const float *x, const 
         for (int i = 0; i < N; i++) g += J[(size_t)i * N + j] * (double)w[i];
         if ((float)g != backward_w[j]) fail_msg("backward element %d: %.9g, FD %.9g", j, backward_w[j], g);
     }
-    double ld = lu_logabsdet(J, N);
+    double ld = tu_lu_logabsdet(J, N);
     free(J);
     free(rows);
     free(cols);
@@ -940,7 +904,7 @@ static void check_squeeze(int alt, int n, int c, int h, int w, uint64_t seed) {
     perm_setup(&s, n, c, h, w);
     s.alt = alt;
     int64_t N = perm_numel(&s);
-    float *x = rand_floats(N, seed, -2.0f, 2.0f), *ref = malloc(sizeof(float) * (size_t)N);
+    float *x = tu_rand_floats(N, seed, -2.0f, 2.0f), *ref = malloc(sizeof(float) * (size_t)N);
     float *y = malloc(sizeof(float) * (size_t)N);
     /* forward = the notebook's definition, to the bit */
     squeeze_reference(x, ref, n, c, h, w, alt);
@@ -962,7 +926,7 @@ static void check_squeeze(int alt, int n, int c, int h, int w, uint64_t seed) {
     fdp_tensor zr = fdp_squeeze(&s.ctx, fdp_unsqueeze(&s.ctx, zt, alt), alt);
     assert_memory_equal(zr.data, x, sizeof(float) * (size_t)N);
     /* log-det 0 and backward: the model back-propagates through squeeze with unsqueeze */
-    float *wv = rand_floats(N, seed + 1, -1.0f, 1.0f), *bw = malloc(sizeof(float) * (size_t)N);
+    float *wv = tu_rand_floats(N, seed + 1, -1.0f, 1.0f), *bw = malloc(sizeof(float) * (size_t)N);
     fdp_arena_reset_all(s.arena);
     fdp_tensor wt = fdp_arena_tensor(s.arena, n, 4 * c, h / 2, w / 2);
     memcpy(wt.data, wv, sizeof(float) * (size_t)N);
@@ -997,7 +961,7 @@ static void check_slice_cat(int n, int c, int h, int w, int k, uint64_t seed) {
     perm_setup(&s, n, c, h, w);
     s.k = k;
     int64_t N = perm_numel(&s), Na = (int64_t)n * k * h * w;
-    float *x = rand_floats(N, seed, -2.0f, 2.0f);
+    float *x = tu_rand_floats(N, seed, -2.0f, 2.0f);
     /* split then cat == x; cat then split == (a, b); to the bit */
     fdp_tensor xt = fdp_arena_tensor(s.arena, n, c, h, w);
     memcpy(xt.data, x, sizeof(float) * (size_t)N);
@@ -1016,7 +980,7 @@ static void check_slice_cat(int n, int c, int h, int w, int k, uint64_t seed) {
             assert_true(b.data[(size_t)bi * (c - k) * h * w + j] == x[((size_t)bi * c + k) * h * w + j]);
 
     /* split: Jacobian a permutation, backward = cat(da, db) (what the model's backward does) */
-    float *wv = rand_floats(N, seed + 1, -1.0f, 1.0f), *bw = malloc(sizeof(float) * (size_t)N);
+    float *wv = tu_rand_floats(N, seed + 1, -1.0f, 1.0f), *bw = malloc(sizeof(float) * (size_t)N);
     fdp_arena_reset_all(s.arena);
     fdp_tensor da = fdp_arena_tensor(s.arena, n, k, h, w), db = fdp_arena_tensor(s.arena, n, c - k, h, w);
     memcpy(da.data, wv, sizeof(float) * (size_t)Na);
@@ -1085,7 +1049,7 @@ static void check_logit(int n, int c, int h, int w, uint64_t seed) {
     perm_setup(&l.s, n, c, h, w);
     int N = (int)perm_numel(&l.s), D = c * h * w;
     assert_true(N <= 64);
-    float *x = malloc(sizeof(float) * (size_t)N), *u = rand_floats(N, seed, 0.0f, 1.0f);
+    float *x = malloc(sizeof(float) * (size_t)N), *u = tu_rand_floats(N, seed, 0.0f, 1.0f);
     uint64_t st = seed + 1;
     /* pixels over the whole range, extremes included */
     for (int i = 0; i < N; i++) x[i] = (float)(floor(tu_uniform(&st, 0.0, 256.0)) / 255.0);
@@ -1176,7 +1140,7 @@ static void check_realnvp(int n, int C, int H, int W, int scales, int mid, int b
 
     /* the sample path inverts the preprocessing too: sample(flow(logit(x, u)), undo constraint) == q */
     int N = fu_N(&f);
-    float *x = malloc(sizeof(float) * (size_t)N), *u = rand_floats(N, seed + 3, 0.0f, 1.0f);
+    float *x = malloc(sizeof(float) * (size_t)N), *u = tu_rand_floats(N, seed + 3, 0.0f, 1.0f);
     uint64_t st = seed + 4;
     for (int i = 0; i < N; i++) x[i] = (float)(floor(tu_uniform(&st, 0.0, 256.0)) / 255.0);
     f.ctx.training = 0;
@@ -1274,9 +1238,9 @@ static void test_lu_helper(void **state) {
     (void)state;
     /* needs pivoting (zero leading entry): det = 0*(1*1-0*0) - 2*(1*1-0*3) + 1*(1*0-1*3) = -5 */
     double A[9] = {0, 2, 1, 1, 1, 0, 3, 0, 1};
-    assert_true(fabs(lu_logabsdet(A, 3) - log(5.0)) < 1e-14);
+    assert_true(fabs(tu_lu_logabsdet(A, 3) - log(5.0)) < 1e-14);
     double B[4] = {1, 2, 2, 4};
-    assert_true(lu_logabsdet(B, 2) == -INFINITY);
+    assert_true(tu_lu_logabsdet(B, 2) == -INFINITY);
 }
 
 int main(void) {

@@ -59,41 +59,6 @@
 /* ======================================================================== */
 /* numerics helpers                                                          */
 /* ======================================================================== */
-/* log|det A| of the n x n row-major matrix A (overwritten), LU with partial pivoting */
-static double lu_logabsdet(double *A, int n) {
-    double s = 0.0;
-    for (int k = 0; k < n; k++) {
-        int piv = k;
-        for (int i = k + 1; i < n; i++)
-            if (fabs(A[(size_t)i * n + k]) > fabs(A[(size_t)piv * n + k])) piv = i;
-        if (A[(size_t)piv * n + k] == 0.0) return -INFINITY;
-        if (piv != k)
-            for (int j = 0; j < n; j++) {
-                double t = A[(size_t)k * n + j];
-                A[(size_t)k * n + j] = A[(size_t)piv * n + j];
-                A[(size_t)piv * n + j] = t;
-            }
-        double d = A[(size_t)k * n + k];
-        s += log(fabs(d));
-        for (int i = k + 1; i < n; i++) {
-            double f = A[(size_t)i * n + k] / d;
-            for (int j = k + 1; j < n; j++) A[(size_t)i * n + j] -= f * A[(size_t)k * n + j];
-        }
-    }
-    return s;
-}
-
-static float *rand_floats(int64_t n, uint64_t seed, float lo, float hi) {
-    float *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    tu_fill_uniform(x, n, seed, lo, hi);
-    return x;
-}
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* Random parameters for the checks: far from the zero / identity init, well conditioned.
  * Buffers: ActNorm flags 1 (no data-dependent init during the checks), P / sign_s / shuffle kept. */
 static void randomize_params(fdp_params *p, uint64_t seed) {
@@ -104,22 +69,22 @@ static void randomize_params(fdp_params *p, uint64_t seed) {
         for (int64_t j = 0; j < e->numel; j++) {
             double v;
             if (e->kind == FDP_BUFFER) {
-                v = ends_with(e->name, ".initialized") ? 1.0 : d[j];
-            } else if (ends_with(e->name, "invconv.W")) {
+                v = tu_ends_with(e->name, ".initialized") ? 1.0 : d[j];
+            } else if (tu_ends_with(e->name, "invconv.W")) {
                 v = d[j] + tu_uniform(&s, -0.2, 0.2); /* random orthogonal from the init, perturbed */
-            } else if (ends_with(e->name, "invconv.L") || ends_with(e->name, "invconv.U")) {
+            } else if (tu_ends_with(e->name, "invconv.L") || tu_ends_with(e->name, "invconv.U")) {
                 v = tu_uniform(&s, -0.3, 0.3);
-            } else if (ends_with(e->name, "invconv.log_s")) {
+            } else if (tu_ends_with(e->name, "invconv.log_s")) {
                 v = tu_uniform(&s, -0.3, 0.3);
-            } else if (ends_with(e->name, ".l_1.W") || ends_with(e->name, ".l_2.W")) {
+            } else if (tu_ends_with(e->name, ".l_1.W") || tu_ends_with(e->name, ".l_2.W")) {
                 v = tu_uniform(&s, -0.4, 0.4);
-            } else if (ends_with(e->name, ".l_last.W")) {
+            } else if (tu_ends_with(e->name, ".l_last.W")) {
                 v = tu_uniform(&s, -0.1, 0.1);
-            } else if (ends_with(e->name, "split.conv.W")) {
+            } else if (tu_ends_with(e->name, "split.conv.W")) {
                 v = tu_uniform(&s, -0.15, 0.15);
-            } else if (ends_with(e->name, ".logs")) {
+            } else if (tu_ends_with(e->name, ".logs")) {
                 v = tu_uniform(&s, -0.15, 0.15); /* times 3 inside exp */
-            } else if (ends_with(e->name, ".b")) {
+            } else if (tu_ends_with(e->name, ".b")) {
                 v = tu_uniform(&s, -0.3, 0.3);
             } else {
                 fail_msg("randomize_params: no rule for %s", e->name);
@@ -395,7 +360,7 @@ static void check_logdet(gcase *t, const float *x, ld_report *r) {
     for (int s = 0; s < t->n; s++) {
         for (int i = 0; i < D; i++)
             for (int j = 0; j < D; j++) B[(size_t)i * D + j] = J[(size_t)(s * D + i) * N + s * D + j];
-        r->err = fmax(r->err, fabs(lu_logabsdet(B, D) - ld0[s]));
+        r->err = fmax(r->err, fabs(tu_lu_logabsdet(B, D) - ld0[s]));
         r->ldmax = fmax(r->ldmax, fabs(ld0[s]));
     }
     for (int i = 0; i < No; i++)
@@ -438,7 +403,7 @@ static double masked_normwise(const float *a, const float *b, const uint8_t *ok,
 static void check_backward(gcase *t, const float *x, int per_entry, double floor, uint64_t seed, grad_report *r) {
     fdp_params *p = t->p;
     int N = g_nin(t);
-    float *wy = rand_floats(g_nout(t), seed, -1.0f, 1.0f), *wc = rand_floats(t->n, seed + 1, -1.0f, 1.0f);
+    float *wy = tu_rand_floats(g_nout(t), seed, -1.0f, 1.0f), *wc = tu_rand_floats(t->n, seed + 1, -1.0f, 1.0f);
     for (int i = 0; i < t->n; i++)
         for (int j = t->wy_len; j < t->Dout; j++) wy[(size_t)i * t->Dout + j] = 0.0f;
     float *dx = malloc(sizeof(float) * (size_t)N), *g = malloc(sizeof(float) * (size_t)(p->n_params + 1));
@@ -556,7 +521,7 @@ typedef struct tols {
 /* the three checks, printed and asserted */
 static void check_all(gcase *t, uint64_t seed, float lo, float hi, const tols *tl) {
     int N = g_nin(t);
-    float *x = rand_floats(N, seed, lo, hi);
+    float *x = tu_rand_floats(N, seed, lo, hi);
     printf("[%s] n=%d input %dx%dx%d (%d dims per sample)\n", t->name, t->n, t->c, t->h, t->w, g_din(t));
     double inv = check_inverse(t, x);
     ld_report lr;
@@ -1052,7 +1017,7 @@ static void test_actnorm_ddi(void **state) {
     m->forward_loss(m, &ectx, x, u, NULL);
     int flags = 0, set = 0;
     for (int i = 0; i < p->count; i++)
-        if (ends_with(p->entries[i].name, ".initialized")) {
+        if (tu_ends_with(p->entries[i].name, ".initialized")) {
             flags++;
             set += fdp_params_data(p, i)[0] != 0.0f;
         }
@@ -1077,7 +1042,7 @@ static void test_actnorm_ddi(void **state) {
         }
     set = 0;
     for (int i = 0; i < p->count; i++)
-        if (ends_with(p->entries[i].name, ".initialized")) set += fdp_params_data(p, i)[0] == 1.0f;
+        if (tu_ends_with(p->entries[i].name, ".initialized")) set += fdp_params_data(p, i)[0] == 1.0f;
     printf("[ActNorm init] %d ActNorms initialized by the first training batch (nll %.2f): outputs per channel "
            "max|mean| %.1e, max|std - 1| %.1e\n",
            set, nll, me, se);

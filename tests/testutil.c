@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 double tu_uniform(uint64_t *state, double lo, double hi) {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
@@ -51,4 +52,39 @@ char *tu_mkdtemp(char *buf, size_t len) {
     const char *t = getenv("TMPDIR");
     snprintf(buf, len, "%s/flowdp-test-XXXXXX", t && *t ? t : "/tmp");
     return mkdtemp(buf);
+}
+
+float *tu_rand_floats(int64_t n, uint64_t seed, float lo, float hi) {
+    float *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    tu_fill_uniform(x, n, seed, lo, hi);
+    return x;
+}
+
+double tu_lu_logabsdet(double *A, int n) {
+    double s = 0.0;
+    for (int k = 0; k < n; k++) {
+        int piv = k;
+        for (int i = k + 1; i < n; i++)
+            if (fabs(A[(size_t)i * n + k]) > fabs(A[(size_t)piv * n + k])) piv = i;
+        if (A[(size_t)piv * n + k] == 0.0) return -INFINITY;
+        if (piv != k)
+            for (int j = 0; j < n; j++) {
+                double t = A[(size_t)k * n + j];
+                A[(size_t)k * n + j] = A[(size_t)piv * n + j];
+                A[(size_t)piv * n + j] = t;
+            }
+        double d = A[(size_t)k * n + k];
+        s += log(fabs(d));
+        for (int i = k + 1; i < n; i++) {
+            double f = A[(size_t)i * n + k] / d;
+            if (f == 0.0) continue;
+            for (int j = k + 1; j < n; j++) A[(size_t)i * n + j] -= f * A[(size_t)k * n + j];
+        }
+    }
+    return s;
+}
+
+int tu_ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
 }
