@@ -25,7 +25,7 @@ void fdp_fatal_at(const char *file, int line, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "flowdp: fatal [rank %d] %s:%d: %s\n", fdp_log_rank(), file, line, msg);
+    fprintf(stderr, "%s: fatal [rank %d] %s:%d: %s\n", fdp_log_prog(), fdp_log_rank(), file, line, msg);
     fflush(stderr);
     if (g_abort_hook) g_abort_hook(1);
     exit(1);

@@ -6,6 +6,10 @@
 
 static fdp_log_level g_level = FDP_LOG_INFO;
 static int g_rank = 0, g_size = 1;
+static const char *g_prog = "flowdp";
+
+void fdp_log_set_prog(const char *prog) { g_prog = prog && *prog ? prog : "flowdp"; }
+const char *fdp_log_prog(void) { return g_prog; }
 
 void fdp_log_set_level(fdp_log_level level) { g_level = level; }
 fdp_log_level fdp_log_get_level(void) { return g_level; }
@@ -23,9 +27,9 @@ void fdp_log(fdp_log_level level, const char *fmt, ...) {
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     if (g_size > 1 && level < FDP_LOG_INFO)
-        fprintf(out, "flowdp [rank %d]: %s%s\n", g_rank, tag[level], buf);
+        fprintf(out, "%s [rank %d]: %s%s\n", g_prog, g_rank, tag[level], buf);
     else if (level < FDP_LOG_INFO)
-        fprintf(out, "flowdp: %s%s\n", tag[level], buf);
+        fprintf(out, "%s: %s%s\n", g_prog, tag[level], buf);
     else
         fprintf(out, "%s%s\n", tag[level], buf);
     fflush(out);

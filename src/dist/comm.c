@@ -78,9 +78,9 @@ static void *watchdog_main(void *arg) {
         const char *phase = atomic_load(&w->phase);
         const char *op = atomic_load(&w->op);
         fprintf(stderr,
-                "flowdp: rank %d: no progress for %.0f s in %s [%s]; aborting (host %s; hint: another rank is "
+                "%s [rank %d]: error: no progress for %.0f s in %s [%s]; aborting (host %s; hint: another rank is "
                 "dead or stuck, see its messages)\n",
-                w->rank, (double)idle * 1e-9, phase ? phase : "(no phase set)", op ? op : "collective", w->host);
+                fdp_log_prog(), w->rank, (double)idle * 1e-9, phase ? phase : "(no phase set)", op ? op : "collective", w->host);
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, 1);
         _exit(1);

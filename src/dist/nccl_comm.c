@@ -70,7 +70,7 @@ static void nccl_fail_at(fdp_nccl *nc, const char *file, int line, const char *w
     snprintf(detail, sizeof detail, "%s", last && *last ? last : "(no further detail)");
     if (nc->comm) {
         /* say it before ncclCommAbort, in case that blocks in a broken state */
-        fprintf(stderr, "flowdp: rank %d: NCCL %s (%s); aborting the NCCL communicator\n", nc->rank, what,
+        fprintf(stderr, "%s [rank %d]: error: NCCL %s (%s); aborting the NCCL communicator\n", fdp_log_prog(), nc->rank, what,
                 r == ncclSuccess ? "timed out" : ncclGetErrorString(r));
         fflush(stderr);
         (void)ncclCommAbort(nc->comm); /* ends the uncompleted collectives */
