@@ -1209,13 +1209,13 @@ static void expect_refused(int C, int H, int W, int scales, const char *const *p
 
 static void test_realnvp_build_shapes(void **state) {
     (void)state;
-    const char *const a[] = {"scale 2", "7x7", "cannot be squeezed", "odd", "divisible by 8", NULL};
+    const char *const a[] = {"scale 3 of 4", "7x7", "cannot be squeezed", "odd", "divisible by 8", NULL};
     expect_refused(1, 28, 28, 4, a);
-    const char *const b[] = {"scale 1", "3x3", "cannot be squeezed", "odd", NULL};
+    const char *const b[] = {"scale 2 of 3", "3x3", "cannot be squeezed", "odd", NULL};
     expect_refused(1, 6, 6, 3, b);
-    const char *const c[] = {"scale 1", "4x3", "cannot be squeezed", "odd width", NULL};
+    const char *const c[] = {"scale 2 of 3", "4x3", "cannot be squeezed", "odd width", NULL};
     expect_refused(1, 8, 6, 3, c);
-    const char *const d[] = {"scale 0", "5x4", "odd height", NULL};
+    const char *const d[] = {"scale 1 of 2", "5x4", "odd height", NULL};
     expect_refused(3, 5, 4, 2, d);
     const char *const e[] = {"num_scales", NULL};
     expect_refused(1, 8, 8, 0, e);

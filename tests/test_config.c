@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "flowdp/config.h"
+#include "flowdp/model.h"
 #include "testutil.h"
 
 /* every key the design names, by section: help and to_ini must list them all */
@@ -13,14 +16,15 @@ static const char *const ALL_KEYS[][2] = {
     {"model", "type"}, {"model", "num_scales"}, {"model", "mid_channels"}, {"model", "num_blocks"},
     {"model", "data_constraint"}, {"model", "n_bits_x"}, {"model", "n_levels"}, {"model", "depth"},
     {"model", "width"}, {"model", "flow_permutation"}, {"model", "flow_coupling"}, {"model", "learntop"},
-    {"data", "format"}, {"data", "train"}, {"data", "test"}, {"data", "test_limit"}, {"data", "prefetch"},
+    {"data", "format"}, {"data", "train"}, {"data", "test"}, {"data", "train_limit"}, {"data", "test_limit"}, {"data", "prefetch"},
     {"data", "hflip"}, {"data", "translate"}, {"data", "verify"},
     {"train", "device"}, {"train", "threads"}, {"train", "batch_size"}, {"train", "steps"}, {"train", "epochs"},
     {"train", "seed"}, {"train", "optimizer"}, {"train", "lr"}, {"train", "adam_beta1"}, {"train", "adam_beta2"},
     {"train", "adam_eps"}, {"train", "weight_decay"}, {"train", "max_grad_norm"}, {"train", "warmup_steps"},
     {"train", "lr_decay"}, {"train", "lr_min"}, {"train", "lr_decay_rate"}, {"train", "ema"},
     {"train", "eval_every"}, {"train", "eval_batch_size"}, {"train", "on_nonfinite"},
-    {"train", "rebuild_activations"}, {"train", "bucket_mb"}, {"train", "check_every"}, {"train", "signal"},
+    {"train", "rebuild_activations"}, {"train", "bucket_mb"}, {"train", "check_every"}, {"train", "watchdog_s"},
+    {"train", "signal"},
     {"checkpoint", "dir"}, {"checkpoint", "every"}, {"checkpoint", "keep_last"}, {"checkpoint", "keep_best"},
     {"checkpoint", "on_write_error"},
     {"log", "every"}, {"log", "level"}, {"log", "metrics"}, {"log", "progress"},
@@ -133,7 +137,7 @@ static void test_load_string(void **state) {
         "[train]\n"
         "lr = 1e-3 ; comment\n"
         "batch_size = 32\n"
-        "steps = 10000000000\n"
+        "steps = 1000000000\n"
         "seed = 42\n"
         "signal = sigusr1\n"
         "rebuild_activations = 1\n"
@@ -161,7 +165,7 @@ static void test_load_string(void **state) {
     assert_true(c.data.translate == 0.125);
     assert_true(c.train.lr == 1e-3);
     assert_int_equal(c.train.batch_size, 32);
-    assert_true(c.train.steps == 10000000000LL);
+    assert_true(c.train.steps == 1000000000LL);
     assert_int_equal(c.train.seed, 42);
     assert_int_equal(c.train.signal, FDP_STOP_SIGUSR1);
     assert_true(c.train.rebuild_activations);
@@ -173,7 +177,7 @@ static void test_load_string(void **state) {
     assert_string_equal(c.source_path, "quick.ini");
     /* rebuild_activations is RealNVP only: with glow it is an error, not silently ignored */
     assert_int_equal(fdp_config_validate(&c, &err), -1);
-    assert_string_equal(err.msg, "quick.ini: [train] rebuild_activations = true is not implemented for [model] type = "
+    assert_string_equal(err.msg, "quick.ini:23: [train] rebuild_activations = true is not implemented for [model] type = "
                                  "glow (RealNVP only); set it to false");
     c.train.rebuild_activations = false;
     assert_int_equal(fdp_config_validate(&c, &err), 0);
@@ -236,9 +240,9 @@ static void test_errors(void **state) {
     assert_string_equal(load_error("[train]\nbatch_size = 3.5\n"),
                         "configs/x.ini:2: [train] batch_size = 3.5: not an integer");
     assert_string_equal(load_error("[train]\nbatch_size = 0\n"),
-                        "configs/x.ini:2: [train] batch_size = 0: out of range (must be >= 1)");
+                        "configs/x.ini:2: [train] batch_size = 0: out of range (must be in [1, 65536])");
     assert_string_equal(load_error("[train]\nbatch_size = 99999999999\n"),
-                        "configs/x.ini:2: [train] batch_size = 99999999999: out of range (must be <= 2147483647)");
+                        "configs/x.ini:2: [train] batch_size = 99999999999: out of range (must be in [1, 65536])");
     assert_string_equal(load_error("[train]\nbatch_size =\n"),
                         "configs/x.ini:2: [train] batch_size = : empty value (expected an integer)");
     assert_string_equal(load_error("[model]\ndata_constraint = 1\n"),
@@ -294,7 +298,7 @@ static void test_files(void **state) {
     fclose(f);
     assert_int_equal(fdp_config_load_file(&c, bad, &err), -1);
     char want[1024];
-    snprintf(want, sizeof want, "%s:3: [train] batch_size = -4: out of range (must be >= 1)", bad);
+    snprintf(want, sizeof want, "%s:3: [train] batch_size = -4: out of range (must be in [1, 65536])", bad);
     assert_string_equal(err.msg, want);
     assert_int_equal(c.train.batch_size, 16); /* unchanged */
     assert_string_equal(c.source_path, path);
@@ -341,9 +345,9 @@ static void test_set(void **state) {
     assert_string_equal(set_error("trian.lr=3"), "--set: unknown section [trian] (did you mean [train]?)");
     assert_string_equal(set_error("train.lr=abc"), "--set: [train] lr = abc: not a number");
     assert_string_equal(set_error("train.optimizer=sgd"), "--set: [train] optimizer = sgd: not one of adam|adamax");
-    assert_string_equal(set_error("data.train=a ;b"),
-                        "--set: [data] train = a ;b: ';' or '#' at the start or after whitespace would be read back as "
-                        "a comment");
+    assert_string_equal(set_error("data.train=\"/a"),
+                        "--set: [data] train = \"/a: unbalanced quote (a quoted value must start and end with the same "
+                        "quote character)");
 }
 
 static void test_validate(void **state) {
@@ -353,12 +357,13 @@ static void test_validate(void **state) {
     fdp_config_defaults(&c);
     assert_int_equal(fdp_config_set(&c, "train.epochs=0", &err), 0);
     assert_int_equal(fdp_config_validate(&c, &err), -1);
-    assert_string_equal(err.msg, "config: [train] steps = 0 and [train] epochs = 0: nothing to train (set one of them)");
+    assert_string_equal(err.msg,
+                        "--set train.epochs=0: [train] steps = 0 and [train] epochs = 0: nothing to train (set one of them)");
     assert_int_equal(fdp_config_set(&c, "train.steps=100", &err), 0);
     assert_int_equal(fdp_config_validate(&c, &err), 0);
     assert_int_equal(fdp_config_set(&c, "train.warmup_steps=200", &err), 0);
     assert_int_equal(fdp_config_validate(&c, &err), -1);
-    assert_string_equal(err.msg, "config: [train] warmup_steps = 200 is larger than [train] steps = 100");
+    assert_string_equal(err.msg, "--set train.warmup_steps=200: [train] warmup_steps = 200 is larger than [train] steps = 100");
     assert_int_equal(fdp_config_set(&c, "train.warmup_steps=10", &err), 0);
     assert_int_equal(fdp_config_set(&c, "train.lr_decay=cosine", &err), 0);
     assert_int_equal(fdp_config_set(&c, "train.lr_min=0.1", &err), 0);
@@ -369,7 +374,7 @@ static void test_validate(void **state) {
     /* fields set directly by code are checked against the table too */
     c.train.batch_size = 0;
     assert_int_equal(fdp_config_validate(&c, &err), -1);
-    assert_string_equal(err.msg, "config: [train] batch_size = 0: out of range (must be >= 1)");
+    assert_string_equal(err.msg, "config: [train] batch_size = 0: out of range (must be in [1, 65536])");
     c.train.batch_size = 8;
     c.model.type = (fdp_model_type)5;
     assert_int_equal(fdp_config_validate(&c, &err), -1);
@@ -388,10 +393,11 @@ static void test_to_ini_round_trip(void **state) {
     /* change every kind of field, with values that are awkward to print */
     const char *sets[] = {"model.type=glow", "model.data_constraint=0.95", "model.learntop=no",
                           "model.flow_permutation=shuffle", "data.format=hdf5", "data.train=/d/im net/train.h5",
-                          "data.test=t#1", "data.test_limit=123456789012", "data.translate=0.1",
+                          "data.test=t#1", "data.test_limit=9876543210", "data.translate=0.1",
                           "train.adam_eps=1e-300", "train.epochs=2.5",
                           "train.lr_decay_rate=0.9999951", "train.seed=9007199254740993", "train.signal=none",
-                          "train.device=cuda", "checkpoint.dir=runs/glow c10", "log.level=warn", "log.metrics=m.h5"};
+                          "train.device=cuda", "checkpoint.dir=runs/glow c10", "log.level=warn", "log.metrics=m.h5",
+                          "data.train='\"q\" ;x'"}; /* quotes of its own and a ';' after a blank: written quoted */
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
         int rc = fdp_config_set(&a, sets[i], &err);
         if (rc) fprintf(stderr, "%s\n", err.msg);
@@ -415,6 +421,7 @@ static void test_to_ini_round_trip(void **state) {
     fdp_config_defaults(&b);
     assert_false(fdp_config_equal(&a, &b));
     int rc = fdp_config_load_string(&b, ini, "checkpoint", &err);
+    if (!fdp_config_equal(&a, &b)) fprintf(stderr, "[%s] [%s]\n%s\n", a.data.train, b.data.train, ini);
     if (rc) fprintf(stderr, "%s\n%s\n", err.msg, ini);
     assert_int_equal(rc, 0);
     assert_true(fdp_config_equal(&a, &b));
@@ -467,13 +474,258 @@ static void test_help(void **state) {
     free(buf);
 }
 
+/* quoted values: a value wholly enclosed in matching quotes is unquoted, in files and --set */
+static void test_quotes(void **state) {
+    (void)state;
+    const char *text = "[checkpoint]\n"
+                       "dir = \"/scratch/my run\"\n"
+                       "[data]\n"
+                       "train = 'a;b' ; a comment after the closing quote\n"
+                       "test = \"x ;y #z\" # another\n"
+                       "[log]\n"
+                       "metrics = \"\"\n"
+                       "[train]\n"
+                       "lr = \"3e-4\"\n"
+                       "optimizer = 'adamax'\n";
+    fdp_config c;
+    fdp_err err = {{0}};
+    fdp_config_defaults(&c);
+    int rc = fdp_config_load_string(&c, text, "q.ini", &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    assert_string_equal(c.checkpoint.dir, "/scratch/my run");
+    assert_string_equal(c.data.train, "a;b");
+    assert_string_equal(c.data.test, "x ;y #z");
+    assert_string_equal(c.log.metrics, "");
+    assert_true(c.train.lr == 3e-4);
+    assert_int_equal(c.train.optimizer, FDP_OPT_ADAMAX);
+    /* quotes inside a value, or an inner quote before the real closing one, are literal */
+    assert_int_equal(fdp_config_load_string(&c, "[data]\ntrain = \"a\"b\"\ntest = it's\n", "q2.ini", &err), 0);
+    assert_string_equal(c.data.train, "a\"b");
+    assert_string_equal(c.data.test, "it's");
+    /* a quoted value longer than inih's line buffer */
+    char big[1400], want[700] = "/p";
+    while (strlen(want) < 600) strcat(want, "/x y ;z");
+    snprintf(big, sizeof big, "[data]\ntrain = \"%s\" ; c\n", want);
+    assert_int_equal(fdp_config_load_string(&c, big, "q3.ini", &err), 0);
+    assert_string_equal(c.data.train, want);
+    /* --set */
+    assert_int_equal(fdp_config_set(&c, "checkpoint.dir=\"/a b\"", &err), 0);
+    assert_string_equal(c.checkpoint.dir, "/a b");
+    assert_int_equal(fdp_config_set(&c, "checkpoint.dir='\"x\"'", &err), 0);
+    assert_string_equal(c.checkpoint.dir, "\"x\"");
+    fdp_config_free(&c);
+
+    /* unbalanced: one line naming the file, the line and the key; nothing changes */
+    const char *uq = "unbalanced quote (a quoted value must start and end with the same quote character)";
+    char want_msg[512];
+    snprintf(want_msg, sizeof want_msg, "configs/x.ini:2: [checkpoint] dir = \"/scratch/run: %s", uq);
+    assert_string_equal(load_error("[checkpoint]\ndir = \"/scratch/run\n"), want_msg);
+    snprintf(want_msg, sizeof want_msg, "configs/x.ini:3: [checkpoint] dir = run': %s", uq);
+    assert_string_equal(load_error("[checkpoint]\n\ndir = run'   ; c\n"), want_msg);
+    snprintf(want_msg, sizeof want_msg, "configs/x.ini:2: [checkpoint] dir = \"abc': %s", uq);
+    assert_string_equal(load_error("[checkpoint]\ndir = \"abc'\n"), want_msg);
+    snprintf(want_msg, sizeof want_msg, "configs/x.ini:2: [checkpoint] dir = \": %s", uq);
+    assert_string_equal(load_error("[checkpoint]\ndir = \"\n"), want_msg);
+    snprintf(want_msg, sizeof want_msg, "configs/x.ini:2: [checkpoint] dir = \"a: %s", uq); /* inih's " ;" cut */
+    assert_string_equal(load_error("[checkpoint]\ndir = \"a ;b\n"), want_msg);
+    snprintf(want_msg, sizeof want_msg, "configs/x.ini:2: [train] lr = \"1e-3: %s", uq);
+    assert_string_equal(load_error("[train]\nlr = \"1e-3\n"), want_msg);
+    /* the unknown key is reported before the value */
+    assert_string_equal(load_error("[checkpoint]\ndri = \"x\n"),
+                        "configs/x.ini:2: unknown key [checkpoint] dri (did you mean dir?)");
+    snprintf(want_msg, sizeof want_msg, "--set: [checkpoint] dir = '/a: %s", uq);
+    assert_string_equal(set_error("checkpoint.dir='/a"), want_msg);
+}
+
+/* every size and count has an upper bound, checked when the value is read */
+static void test_bounds(void **state) {
+    (void)state;
+    static const char *const cases[][2] = {
+        {"train.eval_batch_size=2000000000", "[train] eval_batch_size = 2000000000: out of range (must be in [1, 65536])"},
+        {"data.prefetch=2000000000", "[data] prefetch = 2000000000: out of range (must be in [0, 1024])"},
+        {"model.mid_channels=2000000000", "[model] mid_channels = 2000000000: out of range (must be in [1, 4096])"},
+        {"model.num_blocks=257", "[model] num_blocks = 257: out of range (must be in [1, 256])"},
+        {"model.num_scales=17", "[model] num_scales = 17: out of range (must be in [1, 16])"},
+        {"model.n_levels=17", "[model] n_levels = 17: out of range (must be in [1, 16])"},
+        {"model.depth=1025", "[model] depth = 1025: out of range (must be in [1, 1024])"},
+        {"model.width=4097", "[model] width = 4097: out of range (must be in [1, 4096])"},
+        {"train.batch_size=65537", "[train] batch_size = 65537: out of range (must be in [1, 65536])"},
+        {"train.threads=1025", "[train] threads = 1025: out of range (must be in [0, 1024])"},
+        {"train.steps=1000000001", "[train] steps = 1000000001: out of range (must be in [0, 1000000000])"},
+        {"train.steps=99999999999999999999", "[train] steps = 99999999999999999999: out of range (must be in [0, "
+                                              "1000000000])"},
+        {"train.warmup_steps=1000000001", "[train] warmup_steps = 1000000001: out of range (must be in [0, 1000000000])"},
+        {"train.eval_every=1000000001", "[train] eval_every = 1000000001: out of range (must be in [0, 1000000000])"},
+        {"train.check_every=1000000001", "[train] check_every = 1000000001: out of range (must be in [0, 1000000000])"},
+        {"train.epochs=1e7", "[train] epochs = 1e7: out of range (must be in [0, 1e+06])"},
+        {"train.bucket_mb=5000", "[train] bucket_mb = 5000: out of range (must be in (0, 4096])"},
+        {"train.watchdog_s=1e8", "[train] watchdog_s = 1e8: out of range (must be in [0, 1e+07])"},
+        {"checkpoint.every=1000000001", "[checkpoint] every = 1000000001: out of range (must be in [0, 1000000000])"},
+        {"checkpoint.keep_last=10001", "[checkpoint] keep_last = 10001: out of range (must be in [1, 10000])"},
+        {"log.every=1000000001", "[log] every = 1000000001: out of range (must be in [1, 1000000000])"},
+        {"data.train_limit=10000000001", "[data] train_limit = 10000000001: out of range (must be in [0, 10000000000])"},
+        {"data.test_limit=10000000001", "[data] test_limit = 10000000001: out of range (must be in [0, 10000000000])"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char want[256];
+        snprintf(want, sizeof want, "--set: %s", cases[i][1]);
+        assert_string_equal(set_error(cases[i][0]), want);
+    }
+    /* in a file: the file, the line, the key, the value and the range */
+    assert_string_equal(load_error("[train]\nthreads = 5000\n"),
+                        "configs/x.ini:2: [train] threads = 5000: out of range (must be in [0, 1024])");
+    assert_string_equal(load_error("[model]\nmid_channels = 2000000000\n"),
+                        "configs/x.ini:2: [model] mid_channels = 2000000000: out of range (must be in [1, 4096])");
+    /* the bounds themselves are allowed */
+    fdp_config c;
+    fdp_err err = {{0}};
+    fdp_config_defaults(&c);
+    const char *ok[] = {"model.mid_channels=4096", "train.batch_size=65536", "data.prefetch=1024", "train.threads=1024",
+                        "train.steps=1000000000", "model.num_scales=16", "train.eval_batch_size=65536"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) assert_int_equal(fdp_config_set(&c, ok[i], &err), 0);
+    /* and validate checks fields set by code against the same bounds */
+    c.data.prefetch = 2000000000;
+    assert_int_equal(fdp_config_validate(&c, &err), -1);
+    assert_string_equal(err.msg,
+                        "--set data.prefetch=1024: [data] prefetch = 2000000000: out of range (must be in [0, 1024])");
+    /* --help prints the ranges */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    fdp_config_print_help(f);
+    fclose(f);
+    assert_non_null(strstr(buf, "int in [1, 4096]"));
+    assert_non_null(strstr(buf, "int in [1, 65536]"));
+    assert_non_null(strstr(buf, "int64 in [0, 1000000000]"));
+    free(buf);
+}
+
+/* stderr of fn(c) into out (for the fdp_warn line) */
+static void capture_stderr(void (*fn)(const fdp_config *), const fdp_config *c, char *out, size_t n) {
+    fflush(stderr);
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    int saved = dup(2);
+    dup2(fileno(tmp), 2);
+    fn(c);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    size_t got = fread(out, 1, n - 1, tmp);
+    out[got] = '\0';
+    fclose(tmp);
+}
+
+static void validate_ok(const fdp_config *c) {
+    fdp_err err = {{0}};
+    assert_int_equal(fdp_config_validate(c, &err), 0);
+}
+
+static void test_threads_warning(void **state) {
+    (void)state;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    fdp_config c;
+    fdp_err err = {{0}};
+    fdp_config_defaults(&c);
+    assert_int_equal(fdp_config_load_string(&c, "[train]\n\nthreads = 1024\n", "t.ini", &err), 0);
+    char out[1024];
+    capture_stderr(validate_ok, &c, out, sizeof out);
+    if (ncpu >= 1 && ncpu < 1024) {
+        char want[512];
+        snprintf(want, sizeof want,
+                 "flowdp: warning: t.ini:3: [train] threads = 1024: more threads per rank than the %ld online CPUs of "
+                 "this machine (oversubscribed threads run slowly; 0 = all cores)\n", ncpu);
+        assert_string_equal(out, want); /* exactly one line */
+    }
+    c.train.threads = 1;
+    capture_stderr(validate_ok, &c, out, sizeof out);
+    assert_string_equal(out, "");
+    fdp_config_free(&c);
+}
+
+/* where each value came from: the file and line, the --set, or a default */
+static void test_origins(void **state) {
+    (void)state;
+    fdp_config c;
+    fdp_err err = {{0}};
+    char buf[512];
+    fdp_config_defaults(&c);
+    assert_string_equal(fdp_config_where(&c, "model", "num_scales", buf, sizeof buf), "config: [model] num_scales = 2");
+    assert_int_equal(fdp_config_load_string(&c, "[model]\nmid_channels = 8\n\nnum_scales = 4\n", "cfg.ini", &err), 0);
+    assert_string_equal(fdp_config_where(&c, "model", "num_scales", buf, sizeof buf), "cfg.ini:4: [model] num_scales = 4");
+    assert_string_equal(fdp_config_where(&c, "model", "num_blocks", buf, sizeof buf), "cfg.ini: [model] num_blocks = 8");
+    assert_int_equal(fdp_config_set(&c, " model.num_scales = 3 ", &err), 0);
+    assert_string_equal(fdp_config_where(&c, "model", "num_scales", buf, sizeof buf), "--set model.num_scales=3");
+    assert_int_equal(fdp_config_key_error(&c, &err, "model", "num_scales", "scale %d of %d", 3, 3), -1);
+    assert_string_equal(err.msg, "--set model.num_scales=3: scale 3 of 3");
+    assert_int_equal(fdp_config_key_error(&c, &err, "model", "mid_channels", "too wide"), -1);
+    assert_string_equal(err.msg, "cfg.ini:2: [model] mid_channels = 8: too wide");
+    /* a later file: keys it does not set no longer have a line */
+    assert_int_equal(fdp_config_load_string(&c, "[train]\nlr = 1\n", "second.ini", &err), 0);
+    assert_string_equal(fdp_config_where(&c, "model", "mid_channels", buf, sizeof buf),
+                        "second.ini: [model] mid_channels = 8");
+    assert_string_equal(fdp_config_where(&c, "model", "num_scales", buf, sizeof buf), "--set model.num_scales=3");
+    /* a long --set is shortened */
+    char set[400] = "data.train=/";
+    while (strlen(set) < 300) strcat(set, "abcdefghij");
+    assert_int_equal(fdp_config_set(&c, set, &err), 0);
+    fdp_config_where(&c, "data", "train", buf, sizeof buf);
+    assert_int_equal(strlen(buf), FDP_CONFIG_ORIGIN_MAX - 1);
+    assert_non_null(strstr(buf, "..."));
+    /* validate names the origin of the key at fault */
+    assert_int_equal(fdp_config_set(&c, "train.steps=10", &err), 0);
+    assert_int_equal(fdp_config_load_string(&c, "[train]\nsteps = 10\n\nwarmup_steps = 20\n", "w.ini", &err), 0);
+    assert_int_equal(fdp_config_validate(&c, &err), -1);
+    assert_string_equal(err.msg, "w.ini:4: [train] warmup_steps = 20 is larger than [train] steps = 10");
+    fdp_config_free(&c);
+}
+
+/* geometry errors about a key name where its value came from, and count from 1 */
+static void test_model_geometry(void **state) {
+    (void)state;
+    fdp_config c;
+    fdp_err err = {{0}};
+    fdp_model *m = NULL;
+    fdp_config_defaults(&c);
+    assert_int_equal(fdp_config_load_string(&c, "[model]\nmid_channels = 4\nnum_blocks = 1\n", "cfg.ini", &err), 0);
+    assert_int_equal(fdp_config_set(&c, "model.num_scales=4", &err), 0);
+    assert_int_equal(fdp_model_create(&c, 1, 28, 28, NULL, 0, &m, &err), -1);
+    assert_null(m);
+    assert_string_equal(err.msg, "--set model.num_scales=4: scale 3 of 4 would get a 7x7 image, which cannot be "
+                                 "squeezed (odd height); with 4 scales the image size (28x28) must be divisible by 8");
+    assert_int_equal(fdp_config_load_string(&c, "[model]\n\nnum_scales = 3\n", "cfg.ini", &err), 0);
+    assert_int_equal(fdp_model_create(&c, 3, 6, 6, NULL, 0, &m, &err), -1);
+    assert_string_equal(err.msg, "cfg.ini:3: [model] num_scales = 3: scale 2 of 3 would get a 3x3 image, which cannot "
+                                 "be squeezed (odd height); with 3 scales the image size (6x6) must be divisible by 4");
+    /* Glow: levels */
+    assert_int_equal(fdp_config_load_string(&c, "[model]\ntype = glow\nn_levels = 3\n", "g.ini", &err), 0);
+    assert_int_equal(fdp_model_create(&c, 1, 28, 28, NULL, 0, &m, &err), -1);
+    assert_string_equal(err.msg, "g.ini:3: [model] n_levels = 3: level 3 of 3 would get a 7x7 image, which cannot be "
+                                 "squeezed (odd height); with 3 levels the image size (28x28) must be divisible by 8");
+    assert_int_equal(fdp_config_set(&c, "model.n_levels=1", &err), 0);
+    assert_int_equal(fdp_model_create(&c, 3, 6, 5, NULL, 0, &m, &err), -1);
+    assert_string_equal(err.msg, "--set model.n_levels=1: level 1 of 1 would get a 6x5 image, which cannot be squeezed "
+                                 "(odd width); with 1 level the image size (6x5) must be divisible by 2");
+    /* products: one activation tensor of batch x width x image */
+    assert_int_equal(fdp_config_set(&c, "train.batch_size=65536", &err), 0);
+    assert_int_equal(fdp_config_set(&c, "model.width=4096", &err), 0);
+    assert_int_equal(fdp_model_create(&c, 3, 64, 64, NULL, 0, &m, &err), -1);
+    assert_non_null(strstr(err.msg, "--set train.batch_size=65536: 65536 images x 4194304 floats per image"));
+    assert_non_null(strstr(err.msg, "lower the batch size"));
+    fdp_config_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),  cmocka_unit_test(test_load_string),
         cmocka_unit_test(test_long_lines), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_files),     cmocka_unit_test(test_set),
         cmocka_unit_test(test_validate),  cmocka_unit_test(test_to_ini_round_trip),
-        cmocka_unit_test(test_help),
+        cmocka_unit_test(test_help),      cmocka_unit_test(test_quotes),
+        cmocka_unit_test(test_bounds),    cmocka_unit_test(test_threads_warning),
+        cmocka_unit_test(test_origins),   cmocka_unit_test(test_model_geometry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

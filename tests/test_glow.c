@@ -1328,7 +1328,7 @@ static void test_bad_configs(void **state) {
     /* ... and the builder refuses them too when a field is set directly */
     fdp_config cfg = tiny_glow_config();
     cfg.model.depth = 0;
-    const char *const a[] = {"depth K = 0", "level 0", NULL};
+    const char *const a[] = {"depth K = 0", "level 1", NULL};
     expect_model_refused(&cfg, 1, 8, 8, a);
     cfg.model.depth = 2;
     cfg.model.n_bits_x = 9;
@@ -1342,9 +1342,9 @@ static void test_bad_configs(void **state) {
     /* shapes: Fashion-MNIST with 3 levels: 28 -> 14 -> 7 -> cannot squeeze at level 2 */
     fdp_err err = {{0}};
     assert_int_equal(fdp_config_set(&cfg, "model.n_levels=3", &err), 0);
-    const char *const d[] = {"level 2 of 3", "7x7", "cannot be squeezed", "odd height", "divisible by 8", NULL};
+    const char *const d[] = {"level 3 of 3", "7x7", "cannot be squeezed", "odd height", "divisible by 8", NULL};
     expect_model_refused(&cfg, 1, 28, 28, d);
-    const char *const e[] = {"level 0 of 3", "6x5", "odd width", NULL};
+    const char *const e[] = {"level 1 of 3", "6x5", "odd width", NULL};
     expect_model_refused(&cfg, 3, 6, 5, e);
     /* and what works: 28x28 with 2 levels, 32x32 with 3 */
     fdp_backend *be = fdp_backend_cpu_create(1);

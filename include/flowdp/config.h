@@ -22,9 +22,18 @@
  * (`lr = 1e-3 ; peak`). Indentation means nothing (indented lines are NOT
  * continuations of the previous value). Lines may be of any length. Booleans
  * accept true/false/1/0/yes/no/on/off, enums their listed names (case does not
- * matter). A key may appear once per file. String values cannot start with ; or
- * #, contain whitespace followed by ; or #, or have leading/trailing
- * whitespace (an INI file could not hold them).
+ * matter). A key may appear once per file. A value wholly enclosed in a
+ * matching pair of double or single quotes is unquoted (`dir = "/scratch/my run"`,
+ * `name = 'a ;b' ; comment`: the quotes are removed, what is inside is taken
+ * literally; a comment may follow the closing quote unless the line then ends
+ * with that same quote character); a value that starts or
+ * ends with a quote but is not so enclosed is an error (unbalanced quote). The
+ * same holds for --set values. String values cannot have leading/trailing
+ * whitespace (even quoted: almost always a mistake); fdp_config_to_ini quotes
+ * the values that need it.
+ *
+ * Every size and count has an upper bound (the table in src/io/config_keys.c,
+ * printed by --help), checked when the value is read.
  *
  * Every error is ONE line in err->msg naming the file (or "--set"), the line,
  * the section and key and what is wrong, e.g.
@@ -43,6 +52,16 @@
 
 /* Longest string value + 1 (paths). */
 #define FDP_CONFIG_STR_MAX 4096
+/* At least the number of keys in the table (checked at compile time). */
+#define FDP_CONFIG_MAX_KEYS 80
+/* Longest remembered --set text + 1 (longer ones are shortened with "..."). */
+#define FDP_CONFIG_ORIGIN_MAX 128
+
+/* Where a key's value came from (see fdp_config_where). */
+typedef struct fdp_config_origin {
+    int line;                        /* > 0: that line of source_path; 0: default (or an earlier file) */
+    char set[FDP_CONFIG_ORIGIN_MAX]; /* "--set model.num_scales=4" when a --set gave it, else "" */
+} fdp_config_origin;
 
 /* Enums: the numeric order is the order of the names in the table (and in
  * the comments here). */
@@ -137,6 +156,8 @@ typedef struct fdp_config {
      * loaded. Not compared by fdp_config_equal, not written by fdp_config_to_ini. */
     char *source_text;
     char *source_path;
+    /* Per key (in table order): where its value came from. Not compared, not written. */
+    fdp_config_origin origin[FDP_CONFIG_MAX_KEYS];
 } fdp_config;
 
 /* Every field to its default; source_text/source_path to NULL. Initialises a
@@ -159,14 +180,17 @@ int fdp_config_load_file(fdp_config *c, const char *path, fdp_err *err);
 int fdp_config_load_string(fdp_config *c, const char *text, const char *name_for_errors, fdp_err *err);
 
 /* One command-line override "section.key=value" (whitespace around the parts
- * is ignored; the value is taken literally, no comment stripping). Later
+ * is ignored; the value is taken literally, no comment stripping, but enclosing
+ * quotes are removed as in a file and an unbalanced quote is an error). Later
  * overrides of the same key win. On error c is unchanged. Returns 0 or -1;
  * errors start with "--set". */
 int fdp_config_set(fdp_config *c, const char *assignment, fdp_err *err);
 
 /* Checks that need the whole config (e.g. steps == 0 and epochs == 0), and
  * re-checks every field against its range / allowed values (in case code set a
- * field directly). Returns 0 or -1. */
+ * field directly). Errors name where the offending key's value came from. Also
+ * warns (one line, through fdp_warn, on rank 0 only) when [train] threads is
+ * larger than the number of online CPUs. Returns 0 or -1. */
 int fdp_config_validate(const fdp_config *c, fdp_err *err);
 
 /* The WHOLE effective config as INI text, every key of every section, values
@@ -174,6 +198,19 @@ int fdp_config_validate(const fdp_config *c, fdp_err *err);
  * fdp_config_equal()s c (doubles in the shortest form that reads back exactly).
  * malloc'd; the caller frees. Stored in checkpoints. */
 char *fdp_config_to_ini(const fdp_config *c);
+
+/* Where the value of [section] key came from, for messages, into buf (returned):
+ *   "cfg.ini:5: [model] num_scales = 4"   set on line 5 of the file loaded last
+ *   "--set model.num_scales=4"            set by a --set
+ *   "cfg.ini: [model] num_scales = 2"     the default (or an earlier file); "config: ..." when
+ *                                         nothing was loaded
+ * An unknown key gives "config: [section] key". */
+const char *fdp_config_where(const fdp_config *c, const char *section, const char *key, char *buf, size_t n);
+
+/* fdp_err_set(err, "<fdp_config_where>: <fmt ...>"): an error about the value of
+ * one key, naming where it came from. Returns -1. */
+int fdp_config_key_error(const fdp_config *c, fdp_err *err, const char *section, const char *key, const char *fmt,
+                         ...) __attribute__((format(printf, 5, 6)));
 
 /* Every section and key with its type, default, range or allowed values and
  * meaning (what `flowdp-train --help` prints). */
@@ -187,5 +224,45 @@ int fdp_config_equal(const fdp_config *a, const fdp_config *b);
  * FDP_MODEL_GLOW), for logs; NULL when the key is not an enum or the value is
  * out of range. */
 const char *fdp_config_enum_name(const char *section, const char *key, int value);
+
+#ifdef FDP_CONFIG_INTERNAL
+/* ---- internal to src/io/config*.c: the key table and value helpers ---------------- */
+typedef enum { FDP_CT_INT, FDP_CT_INT64, FDP_CT_FLOAT, FDP_CT_BOOL, FDP_CT_STRING, FDP_CT_ENUM } fdp_cfg_type;
+enum { FDP_R_LO = 1, FDP_R_HI = 2, FDP_R_LO_OPEN = 4, FDP_R_HI_OPEN = 8 };
+typedef struct fdp_cfg_range {
+    double lo, hi;
+    unsigned flags; /* FDP_R_* */
+} fdp_cfg_range;
+typedef struct fdp_cfg_key {
+    const char *section;
+    const char *key;
+    size_t offset;             /* of the field in fdp_config */
+    fdp_cfg_type type;
+    const char *def;           /* default, as it would be written in a file */
+    fdp_cfg_range range;       /* numbers only */
+    const char *const *values; /* enums: allowed names, NULL-terminated; index = enum value */
+    const char *help;          /* one line */
+} fdp_cfg_key;
+typedef struct fdp_cfg_section {
+    const char *name, *help;
+} fdp_cfg_section;
+extern const fdp_cfg_key fdp_cfg_keys[];
+extern const int fdp_cfg_nkeys;
+extern const fdp_cfg_section fdp_cfg_sections[];
+extern const int fdp_cfg_nsections;
+/* config_values.c */
+int fdp_cfg_is_blank(char ch);
+char *fdp_cfg_trim(char *s);
+char *fdp_cfg_comment_start(const char *v);
+const char *fdp_cfg_shown(const char *v, char *buf, size_t n);
+void fdp_cfg_range_text(const fdp_cfg_key *k, char *out, size_t n);
+void fdp_cfg_enum_list(const char *const *values, char *out, size_t n);
+int fdp_cfg_parse_value(const fdp_cfg_key *k, const char *v, fdp_config *c, char *why, size_t whyn);
+void fdp_cfg_format_value(const fdp_cfg_key *k, const fdp_config *c, char *out, size_t n);
+void fdp_cfg_format_for_ini(const fdp_cfg_key *k, const fdp_config *c, char *out, size_t n);
+int fdp_cfg_check_field(const fdp_cfg_key *k, const fdp_config *c, char *why, size_t n);
+/* unquote value v in place: 0 not quoted, 1 unquoted (*out = the inside), -1 unbalanced */
+int fdp_cfg_unquote(char *v, char **out);
+#endif
 
 #endif

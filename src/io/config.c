@@ -1,8 +1,7 @@
-/* config.c — the INI configuration: one table row per key (section, key, type,
- * default, range / allowed values, help, offsetof of the fdp_config field), and
- * everything driven by that table: defaults, loading files and strings through
- * inih, --set overrides, validation, writing the whole config back as INI, the
- * --help text and equality.
+/* config.c — the INI configuration, driven by the key table of
+ * src/io/config_keys.c (values: src/io/config_values.c): defaults, loading files
+ * and strings through inih, --set overrides, where each value came from,
+ * validation, writing the whole config back as INI, and equality.
  *
  * About inih (Debian libinih 55): the installed header says
  * INI_HANDLER_LINENO 0, so the handler gets no line number (and a definition
@@ -12,169 +11,37 @@
  *  - strips indentation, so inih never treats an indented line as a
  *    continuation of the previous value (its multi-line mode is on by default),
  *  - blanks whole-line comments,
- *  - handles lines longer than inih's fixed line buffer (200 bytes by default,
- *    which would otherwise be split into two "lines"): it splits such a
- *    `key = value` itself and hands inih a short stand-in line whose handler
- *    call is then given the real key and value. So paths of any length work and
- *    fdp_config_to_ini output always loads back.
- * inih strips inline comments that start with ';' after whitespace; we also
- * strip ones starting with '#' (and a ';'/'#' at the very start of a value). */
+ *  - splits two kinds of `key = value` lines itself and hands inih a short
+ *    stand-in line whose handler call is then given the real key and value:
+ *    lines longer than inih's fixed line buffer (200 bytes by default, which
+ *    would otherwise be split into two "lines"), so paths of any length work
+ *    and fdp_config_to_ini output always loads back; and lines whose value
+ *    starts with a quote, because inih would cut `"a ;b"` at its " ;" (inih
+ *    strips inline comments that start with ';' after whitespace, quotes or
+ *    not). A quoted value ends at the matching quote that is followed only by
+ *    whitespace or a comment.
+ * We also strip inline comments starting with '#' (and a ';'/'#' at the very
+ * start of a value); quotes are removed in apply(), for files and --set alike. */
+#define FDP_CONFIG_INTERNAL
 #include "flowdp/config.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
-#include <limits.h>
-#include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include <unistd.h>
 
-/* ---- the key table ----------------------------------------------------------- */
-
-typedef enum { T_INT, T_INT64, T_FLOAT, T_BOOL, T_STRING, T_ENUM } cfg_type;
-
-enum { R_LO = 1, R_HI = 2, R_LO_OPEN = 4, R_HI_OPEN = 8 };
-typedef struct cfg_range {
-    double lo, hi;
-    unsigned flags; /* R_* */
-} cfg_range;
-#define NO_RANGE {0, 0, 0}
-#define GE(a) {(a), 0, R_LO}                                   /* x >= a */
-#define GT(a) {(a), 0, R_LO | R_LO_OPEN}                       /* x > a */
-#define IN(a, b) {(a), (b), R_LO | R_HI}                       /* [a, b] */
-#define IN_OPEN(a, b) {(a), (b), R_LO | R_HI | R_LO_OPEN | R_HI_OPEN} /* (a, b) */
-#define IN_CO(a, b) {(a), (b), R_LO | R_HI | R_HI_OPEN}        /* [a, b) */
-#define IN_OC(a, b) {(a), (b), R_LO | R_HI | R_LO_OPEN}        /* (a, b] */
-
-typedef struct cfg_key {
-    const char *section;
-    const char *key;
-    size_t offset;             /* of the field in fdp_config */
-    cfg_type type;
-    const char *def;           /* default, as it would be written in a file */
-    cfg_range range;           /* numbers only */
-    const char *const *values; /* T_ENUM: allowed names, NULL-terminated; index = enum value */
-    const char *help;          /* one line */
-} cfg_key;
-
-/* K(train, lr): the section and key names are the struct member names. */
-#define K(sec, field) #sec, #field, offsetof(fdp_config, sec.field)
-
-static const char *const E_MODEL[] = {"realnvp", "glow", NULL};
-static const char *const E_PERM[] = {"reverse", "shuffle", "invconv", "invconv_lu", NULL};
-static const char *const E_COUPLING[] = {"additive", "affine", NULL};
-static const char *const E_FORMAT[] = {"idx", "cifar10", "hdf5", NULL};
-static const char *const E_DEVICE[] = {"cpu", "cuda", NULL};
-static const char *const E_OPT[] = {"adam", "adamax", NULL};
-static const char *const E_DECAY[] = {"none", "cosine", "exponential", NULL};
-static const char *const E_NONFINITE[] = {"stop", "skip", NULL};
-static const char *const E_SIGNAL[] = {"SIGUSR2", "SIGUSR1", "SIGTERM", "none", NULL};
-static const char *const E_WRITE_ERR[] = {"continue", "stop", NULL};
-static const char *const E_LEVEL[] = {"error", "warn", "info", "debug", NULL};
-
-static const struct {
-    const char *name, *help;
-} SECTIONS[] = {
-    {"model", "the flow architecture (RealNVP keys, then Glow keys)"},
-    {"data", "the dataset and its loader"},
-    {"train", "optimisation, schedule, devices and the data-parallel run"},
-    {"checkpoint", "checkpoints (HDF5, written whole: temp file + fsync + rename)"},
-    {"log", "logging and metrics"},
-};
-#define NSECTIONS ((int)(sizeof SECTIONS / sizeof SECTIONS[0]))
-
-static const cfg_key KEYS[] = {
-    /* [model] */
-    {K(model, type), T_ENUM, "realnvp", NO_RANGE, E_MODEL,
-     "realnvp: Dinh et al. 2017, the lecture notebook's RealNVP; glow: Kingma & Dhariwal 2018 (openai/glow)"},
-    {K(model, num_scales), T_INT, "2", GE(1), NULL, "RealNVP: number of scales (coupling blocks + squeeze per scale)"},
-    {K(model, mid_channels), T_INT, "64", GE(1), NULL, "RealNVP: channels inside the s/t ResNets"},
-    {K(model, num_blocks), T_INT, "8", GE(1), NULL, "RealNVP: residual blocks per s/t ResNet"},
-    {K(model, data_constraint), T_FLOAT, "0.9", IN_OPEN(0, 1), NULL,
-     "RealNVP preprocessing: x in [0,1] is mapped to [(1-a)/2, (1+a)/2] before the logit"},
-    {K(model, n_bits_x), T_INT, "8", IN(1, 8), NULL, "Glow: bits per colour channel the images are quantised to (2^n bins)"},
-    {K(model, n_levels), T_INT, "3", GE(1), NULL, "Glow: number of levels L (squeeze + K steps + split each)"},
-    {K(model, depth), T_INT, "32", GE(1), NULL, "Glow: flow steps per level K (actnorm, permutation, coupling)"},
-    {K(model, width), T_INT, "512", GE(1), NULL, "Glow: channels of the coupling networks"},
-    {K(model, flow_permutation), T_ENUM, "invconv_lu", NO_RANGE, E_PERM,
-     "Glow: channel mixing between couplings: reverse, fixed random shuffle, invertible 1x1 conv, or 1x1 conv in LU form"},
-    {K(model, flow_coupling), T_ENUM, "affine", NO_RANGE, E_COUPLING, "Glow: coupling layer: additive (volume preserving) or affine"},
-    {K(model, learntop), T_BOOL, "true", NO_RANGE, NULL, "Glow: learn the mean and log-scale of the top-level prior"},
-
-    /* [data] */
-    {K(data, format), T_ENUM, "idx", NO_RANGE, E_FORMAT,
-     "dataset format: idx (MNIST/Fashion-MNIST ubyte files), cifar10 (binary batches), hdf5 (flowdp-pack shards)"},
-    {K(data, train), T_STRING, "", NO_RANGE, NULL,
-     "training set: idx: the images file (train-images-idx3-ubyte); cifar10: the directory with data_batch_1..5.bin; "
-     "hdf5: the index file written by flowdp-pack (or its directory: <dir>/train.index)"},
-    {K(data, test), T_STRING, "", NO_RANGE, NULL,
-     "test set, same convention (idx: t10k-images-idx3-ubyte; cifar10: the directory with test_batch.bin; hdf5: the index "
-     "or <dir>/test.index); empty = no test set"},
-    {K(data, train_limit), T_INT64, "0", GE(0), NULL, "train on the first N training images only (0 = all; for tests and quick looks)"},
-    {K(data, test_limit), T_INT64, "0", GE(0), NULL, "evaluate on the first N test images only (0 = all)"},
-    {K(data, prefetch), T_INT, "2", GE(0), NULL, "batches the loader thread prepares ahead, for training and evaluation, any format (0 = load in the training thread)"},
-    {K(data, hflip), T_BOOL, "false", NO_RANGE, NULL,
-     "augmentation: mirror left-right with probability 1/2, keyed by (seed, epoch, global sample index)"},
-    {K(data, translate), T_FLOAT, "0", IN(0, 0.5), NULL,
-     "augmentation: random shift by whole pixels, up to floor(this x side) each way, border filled with the nearest "
-     "edge pixel (0 = off)"},
-    {K(data, verify), T_BOOL, "true", NO_RANGE, NULL,
-     "hdf5: check every shard's checksum at start, split over the ranks (false: skip it, e.g. for a requeued job on a "
-     "large packed set; the index, shard shapes and counts are always checked)"},
-
-    /* [train] */
-    {K(train, device), T_ENUM, "cpu", NO_RANGE, E_DEVICE, "compute device: cpu (oneDNN + OpenMP) or cuda (one GPU per rank)"},
-    {K(train, threads), T_INT, "0", GE(0), NULL, "OpenMP threads per rank (0 = all cores available to the rank)"},
-    {K(train, batch_size), T_INT, "64", GE(1), NULL, "images per rank per step (global batch = batch_size x ranks)"},
-    {K(train, steps), T_INT64, "0", GE(0), NULL, "optimiser steps to train (0 = derive from epochs; steps wins when both are set)"},
-    {K(train, epochs), T_FLOAT, "1", GE(0), NULL, "passes over the training set, may be fractional (used when steps = 0)"},
-    {K(train, seed), T_INT64, "0", GE(0), NULL, "seed of everything random: init, shuffling, dequantisation noise, augmentation"},
-    {K(train, optimizer), T_ENUM, "adam", NO_RANGE, E_OPT, "optimiser: adam or adamax (the infinity-norm variant Glow uses)"},
-    {K(train, lr), T_FLOAT, "1e-3", GT(0), NULL, "peak learning rate (after warmup)"},
-    {K(train, adam_beta1), T_FLOAT, "0.9", IN_CO(0, 1), NULL, "Adam/Adamax beta1 (first-moment decay)"},
-    {K(train, adam_beta2), T_FLOAT, "0.999", IN_CO(0, 1), NULL, "Adam/Adamax beta2 (second-moment decay)"},
-    {K(train, adam_eps), T_FLOAT, "1e-8", GT(0), NULL, "Adam/Adamax epsilon"},
-    {K(train, weight_decay), T_FLOAT, "5e-5", GE(0), NULL,
-     "L2 penalty added to the gradient, applied to the weight-norm scales g only (as the notebook does)"},
-    {K(train, max_grad_norm), T_FLOAT, "100", GE(0), NULL, "clip gradients to this global L2 norm (0 = no clipping)"},
-    {K(train, warmup_steps), T_INT64, "0", GE(0), NULL, "linear learning-rate warmup from 0 over this many steps (0 = none)"},
-    {K(train, lr_decay), T_ENUM, "none", NO_RANGE, E_DECAY,
-     "learning-rate decay after warmup: none, cosine (to lr_min at the last step), exponential (x lr_decay_rate per step, floor lr_min)"},
-    {K(train, lr_min), T_FLOAT, "0", GE(0), NULL, "lowest learning rate the decay reaches"},
-    {K(train, lr_decay_rate), T_FLOAT, "0.999995", IN_OC(0, 1), NULL, "exponential decay: factor per step"},
-    {K(train, ema), T_FLOAT, "0", IN_CO(0, 1), NULL,
-     "decay of an exponential moving average of the parameters, used for eval and samples (0 = off; e.g. 0.999)"},
-    {K(train, eval_every), T_INT64, "0", GE(0), NULL, "evaluate test bpd every N steps (0 = at the end of each epoch)"},
-    {K(train, eval_batch_size), T_INT, "500", GE(1), NULL, "images per rank per evaluation batch"},
-    {K(train, on_nonfinite), T_ENUM, "stop", NO_RANGE, E_NONFINITE,
-     "NaN/Inf in the loss or gradients: stop (every rank exits with a message naming the step) or skip the step (counted in the metrics)"},
-    {K(train, rebuild_activations), T_BOOL, "false", NO_RANGE, NULL,
-     "RealNVP: keep no s/t-network activations in forward; backward rebuilds each coupling's input from its output "
-     "and recomputes its s/t network (activation memory no longer grows with depth; one more s/t forward per step; "
-     "gradients equal up to float rounding). Not implemented for glow"},
-    {K(train, bucket_mb), T_FLOAT, "25", GT(0), NULL, "gradient all-reduce bucket size in MiB (overlaps communication with backward)"},
-    {K(train, check_every), T_INT64, "100", GE(0), NULL, "compare a parameter checksum across ranks every N steps (0 = never)"},
-    {K(train, watchdog_s), T_FLOAT, "600", GE(0), NULL, "seconds a rank may wait in one collective (MPI or NCCL) before it aborts the whole job naming itself (0 = never); longer than the slowest checkpoint write"},
-    {K(train, signal), T_ENUM, "SIGUSR2", NO_RANGE, E_SIGNAL,
-     "signal on which every rank checkpoints and exits 3, for SLURM --signal=USR2@120 (sent to the ranks) and requeue (none = no handler)"},
-
-    /* [checkpoint] */
-    {K(checkpoint, dir), T_STRING, "run", NO_RANGE, NULL, "run directory: checkpoints, metrics and samples go here"},
-    {K(checkpoint, every), T_INT64, "500", GE(0), NULL, "write a checkpoint every N steps (0 = only at the end and on the signal)"},
-    {K(checkpoint, keep_last), T_INT, "3", GE(1), NULL, "keep the newest N periodic checkpoints, delete older ones"},
-    {K(checkpoint, keep_best), T_BOOL, "true", NO_RANGE, NULL, "also keep the checkpoint with the best test bpd"},
-    {K(checkpoint, on_write_error), T_ENUM, "continue", NO_RANGE, E_WRITE_ERR,
-     "a periodic checkpoint cannot be written (disk full, ...): continue training with a warning, or stop (exit 5); a failed final or stop-signal checkpoint always exits 5"},
-
-    /* [log] */
-    {K(log, every), T_INT64, "10", GE(1), NULL, "print a log line every N steps (metrics are recorded every step)"},
-    {K(log, level), T_ENUM, "info", NO_RANGE, E_LEVEL, "log level"},
-    {K(log, metrics), T_STRING, "", NO_RANGE, NULL, "metrics file (HDF5); empty = <checkpoint.dir>/metrics.h5"},
-    {K(log, progress), T_BOOL, "true", NO_RANGE, NULL, "show a progress line on rank 0"},
-};
-#define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
+#define KEYS fdp_cfg_keys
+#define NKEYS fdp_cfg_nkeys
+#define SECTIONS fdp_cfg_sections
+#define NSECTIONS fdp_cfg_nsections
+#define is_blank fdp_cfg_is_blank
+#define trim fdp_cfg_trim
+#define comment_start fdp_cfg_comment_start
+#define shown fdp_cfg_shown
 
 _Static_assert(sizeof(fdp_model_type) == sizeof(int) && sizeof(fdp_flow_permutation) == sizeof(int) &&
                    sizeof(fdp_flow_coupling) == sizeof(int) && sizeof(fdp_data_format) == sizeof(int) &&
@@ -184,8 +51,7 @@ _Static_assert(sizeof(fdp_model_type) == sizeof(int) && sizeof(fdp_flow_permutat
                    sizeof(fdp_log_level) == sizeof(int),
                "enum fields are stored through int *");
 
-static void *field_ptr(fdp_config *c, const cfg_key *k) { return (char *)c + k->offset; }
-static const void *field_cptr(const fdp_config *c, const cfg_key *k) { return (const char *)c + k->offset; }
+static const void *field_cptr(const fdp_config *c, const fdp_cfg_key *k) { return (const char *)c + k->offset; }
 
 /* ---- small string helpers --------------------------------------------------------- */
 
@@ -194,31 +60,6 @@ static char *xstrdup(const char *s) {
     char *p = fdp_xmalloc(n);
     memcpy(p, s, n);
     return p;
-}
-
-static int is_blank(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\f' || ch == '\v'; }
-
-/* trim in place, return the start */
-static char *trim(char *s) {
-    while (is_blank(*s)) s++;
-    size_t n = strlen(s);
-    while (n > 0 && is_blank(s[n - 1])) s[--n] = '\0';
-    return s;
-}
-
-/* Where an inline comment starts in a value: ';' or '#' at the start or right
- * after whitespace. NULL when there is none. */
-static char *comment_start(const char *v) {
-    for (const char *p = v; *p; p++)
-        if ((*p == ';' || *p == '#') && (p == v || is_blank(p[-1]))) return (char *)p;
-    return NULL;
-}
-
-/* A value for messages: at most ~60 characters. */
-static const char *shown(const char *v, char *buf, size_t n) {
-    if (strlen(v) <= 60) return v;
-    snprintf(buf, n, "%.57s...", v);
-    return buf;
 }
 
 /* Optimal string alignment distance (Levenshtein + adjacent transposition),
@@ -297,205 +138,70 @@ static void suggest_key(const char *section, const char *typed, char *out, size_
         out[0] = '\0';
 }
 
-/* ---- values ------------------------------------------------------------------------- */
+/* ---- where a value came from ------------------------------------------------------ */
 
-static void range_text(const cfg_range *r, char *out, size_t n) {
-    if ((r->flags & R_LO) && (r->flags & R_HI))
-        snprintf(out, n, "in %c%g, %g%c", (r->flags & R_LO_OPEN) ? '(' : '[', r->lo, r->hi,
-                 (r->flags & R_HI_OPEN) ? ')' : ']');
-    else if (r->flags & R_LO)
-        snprintf(out, n, "%s %g", (r->flags & R_LO_OPEN) ? ">" : ">=", r->lo);
-    else if (r->flags & R_HI)
-        snprintf(out, n, "%s %g", (r->flags & R_HI_OPEN) ? "<" : "<=", r->hi);
+/* "--set section.key=value" (the value as typed, trimmed), shortened to fit the origin */
+static void remember_set(fdp_config *c, int ki, const char *raw_value) {
+    char *o = c->origin[ki].set;
+    int w = snprintf(o, FDP_CONFIG_ORIGIN_MAX, "--set %s.%s=%s", KEYS[ki].section, KEYS[ki].key, raw_value);
+    if (w >= FDP_CONFIG_ORIGIN_MAX) memcpy(o + FDP_CONFIG_ORIGIN_MAX - 4, "...", 4);
+    c->origin[ki].line = 0;
+}
+
+/* Where key ki's value came from, without the value: "cfg.ini:5", "--set train.lr=1",
+ * "cfg.ini" (a default, or a file loaded before the last one) or "config". */
+static const char *origin_loc(const fdp_config *c, int ki, char *buf, size_t n) {
+    const fdp_config_origin *o = &c->origin[ki];
+    const char *path = c->source_path ? c->source_path : "config";
+    if (o->set[0] && memchr(o->set, '\0', FDP_CONFIG_ORIGIN_MAX))
+        snprintf(buf, n, "%s", o->set);
+    else if (o->line > 0 && c->source_path)
+        snprintf(buf, n, "%s:%d", path, o->line);
     else
-        out[0] = '\0';
+        snprintf(buf, n, "%s", path);
+    return buf;
 }
 
-static int in_range(const cfg_range *r, double x) {
-    if (r->flags & R_LO) {
-        if ((r->flags & R_LO_OPEN) ? !(x > r->lo) : !(x >= r->lo)) return 0;
-    }
-    if (r->flags & R_HI) {
-        if ((r->flags & R_HI_OPEN) ? !(x < r->hi) : !(x <= r->hi)) return 0;
-    }
-    return 1;
+static const char *where_ki(const fdp_config *c, int ki, char *buf, size_t n) {
+    const fdp_cfg_key *k = &KEYS[ki];
+    origin_loc(c, ki, buf, n);
+    if (c->origin[ki].set[0]) return buf;
+    char val[FDP_CONFIG_STR_MAX + 32], tmpv[80];
+    if (k->type == FDP_CT_STRING && !memchr(field_cptr(c, k), '\0', FDP_CONFIG_STR_MAX))
+        snprintf(val, sizeof val, "?");
+    else
+        fdp_cfg_format_value(k, c, val, sizeof val);
+    size_t used = strlen(buf);
+    snprintf(buf + used, n - used, ": [%s] %s = %s", k->section, k->key, shown(val, tmpv, sizeof tmpv));
+    return buf;
 }
 
-static void enum_list(const char *const *values, char *out, size_t n) {
-    size_t used = 0;
-    out[0] = '\0';
-    for (int i = 0; values[i]; i++) {
-        int w = snprintf(out + used, n - used, "%s%s", i ? "|" : "", values[i]);
-        if (w < 0 || (size_t)w >= n - used) break;
-        used += (size_t)w;
+const char *fdp_config_where(const fdp_config *c, const char *section, const char *key, char *buf, size_t n) {
+    int ki = find_key(section, key);
+    if (ki < 0) {
+        snprintf(buf, n, "config: [%s] %s", section, key);
+        return buf;
     }
+    return where_ki(c, ki, buf, n);
 }
 
-static int out_of_range(const cfg_key *k, char *why, size_t n) {
-    char r[96];
-    range_text(&k->range, r, sizeof r);
-    snprintf(why, n, "out of range (must be %s)", r);
-    return -1;
-}
-
-/* Why a string value cannot be stored (NULL when it can). */
-static const char *string_problem(const char *v) {
-    size_t n = strlen(v);
-    if (n >= FDP_CONFIG_STR_MAX) return "too long (at most 4095 characters)";
-    if (n > 0 && (is_blank(v[0]) || is_blank(v[n - 1]))) return "leading or trailing whitespace cannot be stored in an INI file";
-    for (const char *p = v; *p; p++)
-        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f) return "contains a control character";
-    if (comment_start(v)) return "';' or '#' at the start or after whitespace would be read back as a comment";
-    return NULL;
-}
-
-/* Parse text for key k; on success store into the field and return 0, else
- * write the reason into why and return -1 (the field is untouched). */
-static int parse_value(const cfg_key *k, const char *v, fdp_config *c, char *why, size_t whyn) {
-    void *f = field_ptr(c, k);
-    switch (k->type) {
-    case T_INT:
-    case T_INT64: {
-        if (!*v) return snprintf(why, whyn, "empty value (expected an integer)"), -1;
-        char *end;
-        errno = 0;
-        long long x = strtoll(v, &end, 10);
-        if (end == v || *end) {
-            char *dend;
-            double dx = strtod(v, &dend);
-            (void)dx;
-            snprintf(why, whyn, (dend != v && !*dend) ? "not an integer" : "not a number");
-            return -1;
-        }
-        if (errno == ERANGE) return snprintf(why, whyn, "out of range (must fit in a 64-bit integer)"), -1;
-        if (k->type == T_INT && x > INT_MAX) return snprintf(why, whyn, "out of range (must be <= %d)", INT_MAX), -1;
-        if (k->type == T_INT && x < INT_MIN) {
-            if (k->range.flags & R_LO) return out_of_range(k, why, whyn);
-            return snprintf(why, whyn, "out of range (must be >= %d)", INT_MIN), -1;
-        }
-        if (!in_range(&k->range, (double)x)) return out_of_range(k, why, whyn);
-        if (k->type == T_INT)
-            *(int *)f = (int)x;
-        else
-            *(int64_t *)f = (int64_t)x;
-        return 0;
-    }
-    case T_FLOAT: {
-        if (!*v) return snprintf(why, whyn, "empty value (expected a number)"), -1;
-        char *end;
-        errno = 0;
-        double x = strtod(v, &end);
-        if (end == v || *end) return snprintf(why, whyn, "not a number"), -1;
-        if (!isfinite(x)) return snprintf(why, whyn, "not a finite number"), -1;
-        if (!in_range(&k->range, x)) return out_of_range(k, why, whyn);
-        *(double *)f = x;
-        return 0;
-    }
-    case T_BOOL: {
-        static const char *const yes[] = {"true", "1", "yes", "on"}, *const no[] = {"false", "0", "no", "off"};
-        for (int i = 0; i < 4; i++) {
-            if (strcasecmp(v, yes[i]) == 0) return *(bool *)f = true, 0;
-            if (strcasecmp(v, no[i]) == 0) return *(bool *)f = false, 0;
-        }
-        snprintf(why, whyn, "not a boolean (true|false|1|0|yes|no|on|off)");
-        return -1;
-    }
-    case T_ENUM: {
-        for (int i = 0; k->values[i]; i++)
-            if (strcasecmp(v, k->values[i]) == 0) return *(int *)f = i, 0;
-        char list[256];
-        enum_list(k->values, list, sizeof list);
-        snprintf(why, whyn, "not one of %s", list);
-        return -1;
-    }
-    case T_STRING: {
-        const char *p = string_problem(v);
-        if (p) return snprintf(why, whyn, "%s", p), -1;
-        memcpy(f, v, strlen(v) + 1);
-        return 0;
-    }
-    }
-    return -1;
-}
-
-/* The shortest text that reads back as exactly v: "100" not "1e+02",
- * "1e-8" not "1e-08", "0.30000000000000004" when that is what it takes. */
-static void format_double(double v, char *out, size_t n) {
-    if (v == trunc(v) && fabs(v) < 1e15) {
-        snprintf(out, n, "%.0f", v);
-        return;
-    }
-    for (int p = 1; p <= 17; p++) {
-        snprintf(out, n, "%.*g", p, v);
-        if (strtod(out, NULL) == v) break;
-    }
-    char *e = strchr(out, 'e');
-    if (e) { /* e+05 -> e5, e-08 -> e-8 */
-        char *d = e + 1, *src = e + 1;
-        if (*src == '+') src++;
-        else if (*src == '-') *d++ = *src++;
-        while (*src == '0' && src[1]) src++;
-        memmove(d, src, strlen(src) + 1);
-    }
-}
-
-/* The value of key k in c as it is written in a file. */
-static void format_value(const cfg_key *k, const fdp_config *c, char *out, size_t n) {
-    const void *f = field_cptr(c, k);
-    switch (k->type) {
-    case T_INT: snprintf(out, n, "%d", *(const int *)f); break;
-    case T_INT64: snprintf(out, n, "%lld", (long long)*(const int64_t *)f); break;
-    case T_FLOAT: format_double(*(const double *)f, out, n); break;
-    case T_BOOL: snprintf(out, n, "%s", *(const bool *)f ? "true" : "false"); break;
-    case T_ENUM: {
-        int i = *(const int *)f, cnt = 0;
-        while (k->values[cnt]) cnt++;
-        snprintf(out, n, "%s", (i >= 0 && i < cnt) ? k->values[i] : "?");
-        break;
-    }
-    case T_STRING: snprintf(out, n, "%s", (const char *)f); break;
-    }
-}
-
-/* Check the stored value of k against its type's rules (for validate). */
-static int check_field(const cfg_key *k, const fdp_config *c, char *why, size_t n) {
-    const void *f = field_cptr(c, k);
-    switch (k->type) {
-    case T_INT:
-        if (!in_range(&k->range, *(const int *)f)) return out_of_range(k, why, n);
-        return 0;
-    case T_INT64:
-        if (!in_range(&k->range, (double)*(const int64_t *)f)) return out_of_range(k, why, n);
-        return 0;
-    case T_FLOAT: {
-        double x = *(const double *)f;
-        if (!isfinite(x)) return snprintf(why, n, "not a finite number"), -1;
-        if (!in_range(&k->range, x)) return out_of_range(k, why, n);
-        return 0;
-    }
-    case T_BOOL: return 0;
-    case T_ENUM: {
-        int i = *(const int *)f, cnt = 0;
-        while (k->values[cnt]) cnt++;
-        if (i < 0 || i >= cnt) return snprintf(why, n, "enum value %d is not one of the allowed values", i), -1;
-        return 0;
-    }
-    case T_STRING: {
-        const char *s = f;
-        if (!memchr(s, '\0', FDP_CONFIG_STR_MAX)) return snprintf(why, n, "not NUL-terminated"), -1;
-        const char *p = string_problem(s);
-        if (p) return snprintf(why, n, "%s", p), -1;
-        return 0;
-    }
-    }
-    return 0;
+int fdp_config_key_error(const fdp_config *c, fdp_err *err, const char *section, const char *key, const char *fmt,
+                         ...) {
+    char where[FDP_CONFIG_ORIGIN_MAX + 512], what[1024];
+    fdp_config_where(c, section, key, where, sizeof where);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return fdp_err_set(err, "%s: %s", where, what);
 }
 
 /* ---- applying one key = value --------------------------------------------------------- */
 
-/* where: "file:line" or "--set"; section_where: the same for the section
- * header's line. seen_line (NULL for --set): per key, the line it was set on
- * in this file (0 = not yet). */
+/* where: "file:line" or "--set"; section_where: the same for the section header's line.
+ * value: as written (trimmed, comments removed), quotes still on. line: the file line (0 for
+ * --set). seen_line (NULL for --set): per key, the line it was set on in this file (0 = not
+ * yet). The key's origin becomes the line, or the --set text when line is 0. */
 static int apply(fdp_config *c, const char *where, const char *section_where, const char *section_raw,
                  const char *key_raw, const char *value, int line, int *seen_line, fdp_err *err) {
     char sec[128], key[128], hint[160], tmp[80];
@@ -524,13 +230,27 @@ static int apply(fdp_config *c, const char *where, const char *section_where, co
     }
     if (seen_line && seen_line[ki])
         return fdp_err_set(err, "%s: duplicate key [%s] %s (first set on line %d)", where, s, k, seen_line[ki]);
-    char why[320];
-    if (parse_value(&KEYS[ki], value, c, why, sizeof why))
-        return fdp_err_set(err, "%s: [%s] %s = %s: %s", where, s, k, shown(value, tmp, sizeof tmp), why);
+    char *v = xstrdup(value), *inside;
+    int rc = 0;
+    if (fdp_cfg_unquote(v, &inside) < 0) {
+        rc = fdp_err_set(err, "%s: [%s] %s = %s: unbalanced quote (a quoted value must start and end with the same "
+                         "quote character)", where, s, k, shown(value, tmp, sizeof tmp));
+    } else {
+        char why[320];
+        if (fdp_cfg_parse_value(&KEYS[ki], inside, c, why, sizeof why))
+            rc = fdp_err_set(err, "%s: [%s] %s = %s: %s", where, s, k, shown(value, tmp, sizeof tmp), why);
+    }
+    free(v);
+    if (rc) return rc;
     if (seen_line) seen_line[ki] = line;
+    if (line > 0) {
+        c->origin[ki].line = line;
+        c->origin[ki].set[0] = '\0';
+    } else {
+        remember_set(c, ki, value);
+    }
     return 0;
 }
-
 /* ---- parsing a whole text with inih ------------------------------------------------------- */
 
 #define LONG_LINE_NAME "\x01" "flowdp-long-line"
@@ -541,12 +261,53 @@ typedef struct parse_state {
     const char *pos;      /* read position in the text */
     int lineno;           /* line last handed to inih (1-based) */
     int section_lineno;   /* line of the last [section] header */
-    int seen_line[NKEYS]; /* per key: line it was set on, 0 = not set */
+    int seen_line[FDP_CONFIG_MAX_KEYS]; /* per key: line it was set on, 0 = not set */
     int long_pending;     /* the current line was too long: use long_name/long_value */
     char *long_buf, *long_name, *long_value;
     int err_line;         /* first error found by the reader or the handler (0 = none) */
     fdp_err err;
 } parse_state;
+
+/* Whether the line s (n characters, not blank, no comment) is `key = value` with a value
+ * that starts with a quote. */
+static int quoted_value(const char *s, size_t n) {
+    if (*s == '[') return 0;
+    const char *sep = NULL;
+    for (size_t i = 0; i < n && !sep; i++)
+        if (s[i] == '=' || s[i] == ':') sep = s + i;
+    if (!sep) return 0;
+    for (size_t i = 0; i < n && s + i < sep; i++)
+        if ((s[i] == ';' || s[i] == '#') && (i == 0 || is_blank(s[i - 1]))) return 0; /* a comment first */
+    const char *v = sep + 1, *end = s + n;
+    while (v < end && is_blank(*v)) v++;
+    return v < end && (*v == '"' || *v == '\'');
+}
+
+/* The value after '=' (in place): without the blanks around it and without a trailing comment.
+ * A value that starts with a quote is the whole rest of the line when that ends with the same
+ * quote, else it ends at the first matching quote followed by blanks and a comment (quotes kept:
+ * apply() removes them); without either, the comment is stripped as usual (and apply() reports
+ * the unbalanced quote). */
+static char *value_of(char *v) {
+    while (is_blank(*v)) v++;
+    if (*v == '"' || *v == '\'') {
+        char *t = trim(v);
+        size_t n = strlen(t);
+        if (n >= 2 && t[n - 1] == t[0]) return t; /* the whole rest of the line (what to_ini writes) */
+        for (char *q = v + 1; *q; q++) {
+            if (*q != *v) continue;
+            char *r = q + 1;
+            while (is_blank(*r)) r++;
+            if (!*r || ((*r == ';' || *r == '#') && r > q + 1)) {
+                q[1] = '\0';
+                return v;
+            }
+        }
+    }
+    char *cmt = comment_start(v);
+    if (cmt) *cmt = '\0';
+    return trim(v);
+}
 
 /* fgets-style reader for ini_parse_stream: one line per call (see the top of
  * the file for what it does to the line). */
@@ -569,13 +330,13 @@ static char *read_line(char *buf, int num, void *stream) {
         return buf;
     }
     if (*s == '[') st->section_lineno = st->lineno;
-    if (n + 2 <= (size_t)num) {
+    if (n + 2 <= (size_t)num && !quoted_value(s, n)) {
         memcpy(buf, s, n);
         buf[n] = '\n';
         buf[n + 1] = '\0';
         return buf;
     }
-    /* too long for inih's buffer: split `key = value` here */
+    /* too long for inih's buffer, or a quoted value: split `key = value` here */
     char *copy = fdp_xmalloc(n + 1);
     memcpy(copy, s, n);
     copy[n] = '\0';
@@ -590,11 +351,7 @@ static char *read_line(char *buf, int num, void *stream) {
     }
     *sep = '\0';
     st->long_name = trim(copy);
-    char *value = sep + 1;
-    while (is_blank(*value)) value++;
-    cmt = comment_start(value);
-    if (cmt) *cmt = '\0';
-    st->long_value = trim(value);
+    st->long_value = value_of(sep + 1);
     st->long_pending = 1;
     snprintf(buf, (size_t)num, "%s=\n", LONG_LINE_NAME);
     return buf;
@@ -604,12 +361,13 @@ static int handle_pair(void *user, const char *section, const char *name, const 
     parse_state *st = user;
     if (st->err_line) return 0;
     if (!name) return 1; /* a section start, if inih was built to report those */
-    if (st->long_pending && strcmp(name, LONG_LINE_NAME) == 0) {
+    int own = st->long_pending && strcmp(name, LONG_LINE_NAME) == 0;
+    if (own) {
         name = st->long_name;
         value = st->long_value;
     }
     char *v = xstrdup(value ? value : "");
-    char *cmt = comment_start(v); /* '#' comments (inih already removed " ;" ones) */
+    char *cmt = own ? NULL : comment_start(v); /* '#' comments (inih already removed " ;" ones) */
     if (cmt) *cmt = '\0';
     char *vt = trim(v);
     char where[512], section_where[512];
@@ -670,6 +428,8 @@ static int parse_text(fdp_config *c, const char *text, const char *name, fdp_err
         result = -1;
     }
     if (result == 0) {
+        for (int i = 0; i < NKEYS; i++)
+            if (!st->seen_line[i]) tmp->origin[i].line = 0; /* a line of an earlier file */
         char *src = xstrdup(text), *path = xstrdup(name);
         free(c->source_text);
         free(c->source_path);
@@ -683,13 +443,14 @@ static int parse_text(fdp_config *c, const char *text, const char *name, fdp_err
 }
 
 /* ---- the public functions ---------------------------------------------------------- */
+/* ---- the public functions ---------------------------------------------------------- */
 
 void fdp_config_defaults(fdp_config *c) {
     memset(c, 0, sizeof *c);
     for (int i = 0; i < NKEYS; i++) {
         char why[320];
-        FDP_CHECK(parse_value(&KEYS[i], KEYS[i].def, c, why, sizeof why) == 0,
-                  "config table: the default of [%s] %s = %s is invalid: %s; hint: fix the row in src/io/config.c",
+        FDP_CHECK(fdp_cfg_parse_value(&KEYS[i], KEYS[i].def, c, why, sizeof why) == 0,
+                  "config table: the default of [%s] %s = %s is invalid: %s; hint: fix the row in src/io/config_keys.c",
                   KEYS[i].section, KEYS[i].key, KEYS[i].def, why);
     }
     c->source_text = NULL;
@@ -780,32 +541,54 @@ int fdp_config_set(fdp_config *c, const char *assignment, fdp_err *err) {
     return rc;
 }
 
+static int key_index(const char *section, const char *key) {
+    int ki = find_key(section, key);
+    FDP_CHECK(ki >= 0, "config: no key [%s] %s in the table", section, key);
+    return ki;
+}
+
+/* one line (rank 0) when [train] threads asks for more threads than there are online CPUs */
+static void warn_threads(const fdp_config *c) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1 || c->train.threads <= ncpu || fdp_log_rank() != 0) return;
+    char loc[FDP_CONFIG_ORIGIN_MAX + 512];
+    where_ki(c, key_index("train", "threads"), loc, sizeof loc);
+    fdp_warn("%s: more threads per rank than the %ld online CPUs of this machine (oversubscribed threads run "
+             "slowly; 0 = all cores)", loc, ncpu);
+}
+
 int fdp_config_validate(const fdp_config *c, fdp_err *err) {
-    const char *where = c->source_path ? c->source_path : "config";
+    char loc[FDP_CONFIG_ORIGIN_MAX + 512];
     for (int i = 0; i < NKEYS; i++) {
-        char why[320], val[FDP_CONFIG_STR_MAX + 32], tmpv[80];
-        if (check_field(&KEYS[i], c, why, sizeof why)) {
-            if (KEYS[i].type == T_STRING && !memchr(field_cptr(c, &KEYS[i]), '\0', FDP_CONFIG_STR_MAX))
+        char why[320];
+        if (fdp_cfg_check_field(&KEYS[i], c, why, sizeof why)) {
+            /* the value as it is now (code may have changed it after a --set) */
+            char val[FDP_CONFIG_STR_MAX + 32], tmpv[80];
+            if (KEYS[i].type == FDP_CT_STRING && !memchr(field_cptr(c, &KEYS[i]), '\0', FDP_CONFIG_STR_MAX))
                 snprintf(val, sizeof val, "?");
             else
-                format_value(&KEYS[i], c, val, sizeof val);
-            return fdp_err_set(err, "%s: [%s] %s = %s: %s", where, KEYS[i].section, KEYS[i].key,
-                               shown(val, tmpv, sizeof tmpv), why);
+                fdp_cfg_format_value(&KEYS[i], c, val, sizeof val);
+            return fdp_err_set(err, "%s: [%s] %s = %s: %s", origin_loc(c, i, loc, sizeof loc), KEYS[i].section,
+                               KEYS[i].key, shown(val, tmpv, sizeof tmpv), why);
         }
     }
     const int64_t steps = c->train.steps, warmup = c->train.warmup_steps;
     if (steps == 0 && c->train.epochs == 0)
         return fdp_err_set(err, "%s: [train] steps = 0 and [train] epochs = 0: nothing to train (set one of them)",
-                           where);
+                           origin_loc(c, key_index("train", "epochs"), loc, sizeof loc));
     if (steps > 0 && warmup > steps)
-        return fdp_err_set(err, "%s: [train] warmup_steps = %lld is larger than [train] steps = %lld", where,
-                           (long long)warmup, (long long)steps);
+        return fdp_err_set(err, "%s: [train] warmup_steps = %lld is larger than [train] steps = %lld",
+                           origin_loc(c, key_index("train", "warmup_steps"), loc, sizeof loc), (long long)warmup,
+                           (long long)steps);
     if (c->train.rebuild_activations && c->model.type == FDP_MODEL_GLOW)
         return fdp_err_set(err, "%s: [train] rebuild_activations = true is not implemented for [model] type = glow "
-                           "(RealNVP only); set it to false", where);
+                           "(RealNVP only); set it to false",
+                           origin_loc(c, key_index("train", "rebuild_activations"), loc, sizeof loc));
     if (c->train.lr_decay != FDP_LR_DECAY_NONE && c->train.lr_min > c->train.lr)
-        return fdp_err_set(err, "%s: [train] lr_min = %g is larger than [train] lr = %g (with lr_decay = %s)", where,
-                           c->train.lr_min, c->train.lr, E_DECAY[c->train.lr_decay]);
+        return fdp_err_set(err, "%s: [train] lr_min = %g is larger than [train] lr = %g (with lr_decay = %s)",
+                           origin_loc(c, key_index("train", "lr_min"), loc, sizeof loc), c->train.lr_min, c->train.lr,
+                           fdp_config_enum_name("train", "lr_decay", (int)c->train.lr_decay));
+    warn_threads(c);
     return 0;
 }
 
@@ -835,7 +618,7 @@ char *fdp_config_to_ini(const fdp_config *c) {
         for (int i = 0; i < NKEYS; i++) {
             if (strcmp(KEYS[i].section, SECTIONS[s].name) != 0) continue;
             char *v = fdp_xmalloc(FDP_CONFIG_STR_MAX + 64);
-            format_value(&KEYS[i], c, v, FDP_CONFIG_STR_MAX + 64);
+            fdp_cfg_format_for_ini(&KEYS[i], c, v, FDP_CONFIG_STR_MAX + 64);
             sb_add(&b, KEYS[i].key);
             sb_add(&b, *v ? " = " : " =");
             sb_add(&b, v);
@@ -846,67 +629,28 @@ char *fdp_config_to_ini(const fdp_config *c) {
     return b.p;
 }
 
-void fdp_config_print_help(FILE *f) {
-    fprintf(f,
-            "Configuration: an INI file (--config FILE), then overrides --set section.key=value (in order).\n"
-            "Syntax: [section] headers and key = value lines; comments start with ; or # (after a value: with\n"
-            "whitespace before it). Booleans: true|false|1|0|yes|no|on|off; enum names are case-insensitive.\n"
-            "A key may appear once per file; unknown sections and keys are errors.\n");
-    for (int s = 0; s < NSECTIONS; s++) {
-        fprintf(f, "\n[%s]  %s\n", SECTIONS[s].name, SECTIONS[s].help);
-        for (int i = 0; i < NKEYS; i++) {
-            const cfg_key *k = &KEYS[i];
-            if (strcmp(k->section, SECTIONS[s].name) != 0) continue;
-            char type[320], r[96];
-            range_text(&k->range, r, sizeof r);
-            switch (k->type) {
-            case T_INT: snprintf(type, sizeof type, "int%s%s", *r ? " " : "", r); break;
-            case T_INT64: snprintf(type, sizeof type, "int64%s%s", *r ? " " : "", r); break;
-            case T_FLOAT: snprintf(type, sizeof type, "float%s%s", *r ? " " : "", r); break;
-            case T_BOOL: snprintf(type, sizeof type, "bool"); break;
-            case T_STRING: snprintf(type, sizeof type, "string"); break;
-            case T_ENUM: {
-                char list[256];
-                enum_list(k->values, list, sizeof list);
-                snprintf(type, sizeof type, "one of %s", list);
-                break;
-            }
-            }
-            fprintf(f, "  %-20s %-36s default %s\n      %s\n", k->key, type, *k->def ? k->def : "\"\"", k->help);
-        }
-    }
-}
-
 int fdp_config_equal(const fdp_config *a, const fdp_config *b) {
     for (int i = 0; i < NKEYS; i++) {
-        const cfg_key *k = &KEYS[i];
+        const fdp_cfg_key *k = &KEYS[i];
         const void *fa = field_cptr(a, k), *fb = field_cptr(b, k);
         switch (k->type) {
-        case T_INT:
-        case T_ENUM:
+        case FDP_CT_INT:
+        case FDP_CT_ENUM:
             if (*(const int *)fa != *(const int *)fb) return 0;
             break;
-        case T_INT64:
+        case FDP_CT_INT64:
             if (*(const int64_t *)fa != *(const int64_t *)fb) return 0;
             break;
-        case T_FLOAT:
+        case FDP_CT_FLOAT:
             if (*(const double *)fa != *(const double *)fb) return 0;
             break;
-        case T_BOOL:
+        case FDP_CT_BOOL:
             if (*(const bool *)fa != *(const bool *)fb) return 0;
             break;
-        case T_STRING:
+        case FDP_CT_STRING:
             if (strncmp(fa, fb, FDP_CONFIG_STR_MAX) != 0) return 0;
             break;
         }
     }
     return 1;
-}
-
-const char *fdp_config_enum_name(const char *section, const char *key, int value) {
-    int i = find_key(section, key);
-    if (i < 0 || KEYS[i].type != T_ENUM || value < 0) return NULL;
-    for (int j = 0; KEYS[i].values[j]; j++)
-        if (j == value) return KEYS[i].values[j];
-    return NULL;
 }

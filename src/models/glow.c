@@ -36,7 +36,7 @@ int fdp_glow_build(fdp_glow *g, const fdp_glow_hparams *hp, int C, int H, int W,
     if (hp->n_levels < 1) return fdp_err_set(err, "glow: n_levels = %d, must be at least 1", hp->n_levels);
     if (hp->depth < 1)
         return fdp_err_set(err,
-                           "glow: depth K = %d: level 0 would have no flow step (each level needs at least one "
+                           "glow: depth K = %d: level 1 would have no flow step (each level needs at least one "
                            "actnorm + permutation + coupling)",
                            hp->depth);
     if (hp->width < 1) return fdp_err_set(err, "glow: width = %d, must be at least 1", hp->width);
@@ -52,17 +52,17 @@ int fdp_glow_build(fdp_glow *g, const fdp_glow_hparams *hp, int C, int H, int W,
     int c = C, h = H, w = W, L = hp->n_levels;
     for (int l = 0; l < L; l++) {
         if (h % 2 != 0 || w % 2 != 0) {
-            int64_t div = (int64_t)1 << L;
+            int64_t div = L <= 62 ? (int64_t)1 << L : -1;
             return fdp_err_set(err,
                                "glow: level %d of %d gets a %dx%d input, which cannot be squeezed (odd %s); with %d "
                                "level%s the image size must be divisible by %lld",
-                               l, L, h, w, h % 2 ? "height" : "width", L, L == 1 ? "" : "s", (long long)div);
+                               l + 1, L, h, w, h % 2 ? "height" : "width", L, L == 1 ? "" : "s", (long long)div);
         }
         c *= 4;
         h /= 2;
         w /= 2;
         if (c % 2 != 0)
-            return fdp_err_set(err, "glow: level %d: %d channels cannot be split in halves for the coupling", l, c);
+            return fdp_err_set(err, "glow: level %d: %d channels cannot be split in halves for the coupling", l + 1, c);
         if (l < L - 1) c /= 2;
     }
 

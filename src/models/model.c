@@ -1,6 +1,7 @@
 /* model.c — the fdp_model interface over RealNVP and Glow. */
 #include "flowdp/model.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "flowdp/glow.h"
@@ -34,12 +35,80 @@ static void glow_destroy(fdp_model *m) {
     free(m->impl);
 }
 
+/* ---- checks that need the image shape, as errors about the keys (naming where each value came
+ * from: the config file and line, or the --set). The builders check again (their messages name
+ * no config), for callers that build without a config. ---- */
+
+/* floats in one activation tensor: kernels index with 32-bit ints, and more is tens of GiB */
+#define MAX_TENSOR_FLOATS ((int64_t)INT32_MAX)
+/* learnable parameters: with gradients and two optimizer moments, 16 bytes each */
+#define MAX_PARAMS ((int64_t)1 << 30)
+
+static int check_batch(const fdp_config *cfg, int64_t per_sample, const char *what, fdp_err *err) {
+    int64_t b = cfg->train.batch_size;
+    if (b * per_sample > MAX_TENSOR_FLOATS)
+        return fdp_config_key_error(cfg, err, "train", "batch_size",
+                                    "%lld images x %lld floats per image in %s = %lld floats in one activation "
+                                    "tensor (more than %lld; lower the batch size or the model's width)",
+                                    (long long)b, (long long)per_sample, what, (long long)(b * per_sample),
+                                    (long long)MAX_TENSOR_FLOATS);
+    return 0;
+}
+
+static int check_params(const fdp_config *cfg, const fdp_params *p, const char *key, fdp_err *err) {
+    int64_t n = 0;
+    for (int i = 0; i < p->count; i++)
+        if (p->entries[i].kind == FDP_PARAM) n += p->entries[i].numel;
+    if (n > MAX_PARAMS)
+        return fdp_config_key_error(cfg, err, "model", key,
+                                    "the model would have %lld parameters (more than %lld: lower [model] %s%s)",
+                                    (long long)n, (long long)MAX_PARAMS, key,
+                                    cfg->model.type == FDP_MODEL_GLOW ? ", depth or n_levels"
+                                                                      : ", num_blocks or num_scales");
+    return 0;
+}
+
+static int check_realnvp(const fdp_config *cfg, int C, int H, int W, fdp_err *err) {
+    int n = cfg->model.num_scales, h = H, w = W;
+    for (int s = 0; s < n - 1; s++) {
+        if (h % 2 != 0 || w % 2 != 0)
+            return fdp_config_key_error(cfg, err, "model", "num_scales",
+                                        "scale %d of %d would get a %dx%d image, which cannot be squeezed (odd %s); "
+                                        "with %d scales the image size (%dx%d) must be divisible by %lld",
+                                        s + 1, n, h, w, h % 2 ? "height" : "width", n, H, W, n <= 62 ? 1LL << (n - 1) : -1LL);
+        h /= 2;
+        w /= 2;
+    }
+    (void)C;
+    /* the widest s/t-network activation: mid_channels at the full image size (scale 1) */
+    return check_batch(cfg, (int64_t)cfg->model.mid_channels * H * W, "the s/t networks", err);
+}
+
+static int check_glow(const fdp_config *cfg, int C, int H, int W, fdp_err *err) {
+    int L = cfg->model.n_levels, h = H, w = W;
+    for (int l = 0; l < L; l++) {
+        if (h % 2 != 0 || w % 2 != 0)
+            return fdp_config_key_error(cfg, err, "model", "n_levels",
+                                        "level %d of %d would get a %dx%d image, which cannot be squeezed (odd %s); "
+                                        "with %d level%s the image size (%dx%d) must be divisible by %lld",
+                                        l + 1, L, h, w, h % 2 ? "height" : "width", L, L == 1 ? "" : "s", H, W,
+                                        L <= 62 ? 1LL << L : -1LL);
+        h /= 2;
+        w /= 2;
+    }
+    /* the widest coupling-network activation: width channels at level 1 (H/2 x W/2) */
+    int64_t per = (int64_t)cfg->model.width * (H / 2) * (W / 2);
+    if ((int64_t)C * H * W > per) per = (int64_t)C * H * W;
+    return check_batch(cfg, per, "the coupling networks", err);
+}
+
 static int glow_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be, uint64_t seed, fdp_model **out,
                        fdp_err *err) {
     fdp_glow *g = fdp_xcalloc(1, sizeof *g);
     fdp_glow_hparams hp;
     fdp_glow_hparams_from_config(cfg, &hp);
-    if (fdp_glow_build(g, &hp, C, H, W, err) != 0) {
+    if (check_glow(cfg, C, H, W, err) != 0 || fdp_glow_build(g, &hp, C, H, W, err) != 0 ||
+        check_params(cfg, &g->params, "width", err) != 0) {
         fdp_glow_free(g);
         free(g);
         return -1;
@@ -67,8 +136,14 @@ int fdp_model_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be
     if (cfg->model.type == FDP_MODEL_GLOW) return glow_create(cfg, C, H, W, be, seed, out, err);
     if (cfg->model.type != FDP_MODEL_REALNVP)
         return fdp_err_set(err, "[model] type = %d is unknown (realnvp, glow)", (int)cfg->model.type);
+    if (check_realnvp(cfg, C, H, W, err) != 0) return -1;
     fdp_realnvp *r = fdp_xcalloc(1, sizeof *r);
     if (fdp_realnvp_build(r, C, H, W, cfg->model.num_scales, cfg->model.mid_channels, cfg->model.num_blocks, err) != 0) {
+        free(r);
+        return -1;
+    }
+    if (check_params(cfg, &r->params, "mid_channels", err) != 0) {
+        fdp_realnvp_free(r);
         free(r);
         return -1;
     }

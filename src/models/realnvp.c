@@ -23,8 +23,9 @@ int fdp_realnvp_build(fdp_realnvp *m, int in_channels, int height, int width, in
         if (H % 2 != 0 || W % 2 != 0)
             return fdp_err_set(err,
                                "realnvp: scale %d of %d gets a %dx%d input, which cannot be squeezed (odd %s); "
-                               "with %d scales the input size must be divisible by %d",
-                               s, num_scales, H, W, H % 2 ? "height" : "width", num_scales, 1 << (num_scales - 1));
+                               "with %d scales the input size must be divisible by %lld",
+                               s + 1, num_scales, H, W, H % 2 ? "height" : "width", num_scales,
+                               num_scales <= 62 ? 1LL << (num_scales - 1) : -1LL);
         C *= 2;
         H /= 2;
         W /= 2;
