@@ -68,7 +68,11 @@ typedef struct fdp_pack_opts {
     int threads;           /* >= 1 */
     int progress;          /* print a progress bar to stderr */
     int force;             /* replace an existing index / shards of the same names */
+    int skip_bad;          /* images input: skip files that do not decode cleanly (else: refuse) */
 } fdp_pack_opts;
+
+/* the largest --size flowdp-pack accepts (image folders are resized to S x S) */
+#define FDP_PACK_MAX_SIZE 1024
 
 typedef struct fdp_pack_result {
     int64_t images;
@@ -76,11 +80,19 @@ typedef struct fdp_pack_result {
     int h, w, c;
     double seconds;
     int64_t skipped_files; /* images input: files whose names are not .jpg/.jpeg/.png */
+    int64_t bad_images;    /* images input with skip_bad: files skipped because they did not decode */
+    char first_bad[1024];  /* the first of them: "path: what is wrong" */
+    int64_t upscaled;      /* images input: images whose crop side was smaller than size (enlarged) */
     char index_path[4200];
 } fdp_pack_result;
 
-/* Pack inputs[0..n_inputs) (all of one format) into o->out_dir. On error nothing
- * this run wrote is left behind (no index, no shards) and -1 is returned. */
+/* Pack inputs[0..n_inputs) (all of one format) into o->out_dir. Shards are
+ * written under temporary names and renamed into place only when every shard is
+ * done, the index last. On error nothing this run wrote is left behind (no
+ * index, no shards, no temporaries; an output directory it created is removed
+ * when empty), no file that existed before is changed, and -1 is returned.
+ * Damaged JPEG/PNG files (libjpeg warnings such as a premature end of data,
+ * libpng warnings and CRC errors) are refused unless o->skip_bad. */
 int fdp_pack(const char *const *inputs, int n_inputs, const fdp_pack_opts *o, fdp_pack_result *res, fdp_err *err);
 
 /* ---- pieces, exposed for tests --------------------------------------------------- */
@@ -97,7 +109,8 @@ typedef struct fdp_npy_header {
  * header lengths up to 64 KiB are accepted); name is for messages. */
 int fdp_npy_parse_header(const uint8_t *buf, size_t len, fdp_npy_header *h, const char *name, fdp_err *err);
 
-/* Decode a JPEG or PNG file (by content) to 8-bit RGB (h, w, 3), malloc'd. */
+/* Decode a JPEG or PNG file (by content) to 8-bit RGB (h, w, 3), malloc'd.
+ * Strict: any libjpeg/libpng warning (truncated data, CRC error, ...) is an error. */
 int fdp_image_decode_rgb(const char *path, uint8_t **rgb, int *h, int *w, fdp_err *err);
 
 /* Centre crop + area average of an (h, w, c) HWC image to (S, S, c) (rules above). */

@@ -60,8 +60,10 @@ int fdp_dataset_load(const char *format, const char *path, int train, int64_t li
         if (idx_images_path(path, train, images, sizeof images, err) != 0) return -1;
         const char *labels_path = NULL;
         if (idx_labels_path(images, labels, sizeof labels) && stat_kind(labels) == 1) labels_path = labels;
-        else fdp_info("dataset %s: no labels file beside it; loading images only", images);
-        return fdp_idx_load(images, labels_path, limit, out, err);
+        if (fdp_idx_load(images, labels_path, limit, out, err) != 0) return -1;
+        /* the note only once the images loaded: an error stays one line */
+        if (!labels_path) fdp_info("dataset %s: no labels file beside it; loaded images only", images);
+        return 0;
     }
     return fdp_err_set(err, "%s: unknown dataset format '%s' (expected idx or cifar10)", path, format);
 }

@@ -5,6 +5,7 @@
  * literal such as {'descr': '|u1', 'fortran_order': False, 'shape': (1281167, 3072), }
  * padded with spaces and ending in '\n'. The data follows. Only what flowdp-pack
  * reads is accepted: integer dtypes, little-endian or byte-sized. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@ static const char *parse_str(const char *p, const char *end, char *out, size_t l
     char q = *p++;
     size_t n = 0;
     while (p < end && *p != q) {
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) return NULL; /* printable ASCII only: keys go into messages */
         if (n + 1 < len) out[n++] = *p;
         p++;
     }
@@ -87,10 +89,16 @@ int fdp_npy_parse_header(const uint8_t *buf, size_t len, fdp_npy_header *h, cons
                     p++;
                     break;
                 }
-                char *e;
-                long long v = strtoll(p, &e, 10);
-                if (e == p || e > end || v < 0)
-                    return fdp_err_set(err, "%s: .npy header: bad dimension in shape", name);
+                /* digits within [p, end) only: the header is not NUL-terminated */
+                const char *e = p;
+                long long v = 0;
+                while (e < end && *e >= '0' && *e <= '9') {
+                    if (v > (INT64_MAX - 9) / 10)
+                        return fdp_err_set(err, "%s: .npy header: dimension %d of the shape is too large (over 2^63)",
+                                           name, h->ndim);
+                    v = v * 10 + (*e++ - '0');
+                }
+                if (e == p) return fdp_err_set(err, "%s: .npy header: bad dimension in shape", name);
                 if (h->ndim == 8) return fdp_err_set(err, "%s: .npy header: more than 8 dimensions", name);
                 h->shape[h->ndim++] = v;
                 p = skip_ws(e, end);
@@ -116,5 +124,17 @@ int fdp_npy_parse_header(const uint8_t *buf, size_t len, fdp_npy_header *h, cons
     if (order == '>' && size > 1) return fdp_err_set(err, "%s: big-endian dtype '%s' is not supported", name, descr);
     h->kind = kind;
     h->itemsize = size;
+    /* the byte count: every product checked (a shape such as (2^40, 2^40) must not wrap) */
+    int64_t bytes = size;
+    for (int d = 0; d < h->ndim; d++) /* zero dimensions skipped: the others' products must still fit */
+        if ((h->shape[d] && __builtin_mul_overflow(bytes, h->shape[d], &bytes)) ||
+            bytes > INT64_MAX - (int64_t)h->data_offset) {
+            char shape[160] = "";
+            size_t n = 0;
+            for (int k = 0; k < h->ndim && n < sizeof shape - 24; k++)
+                n += (size_t)snprintf(shape + n, sizeof shape - n, "%s%lld", k ? ", " : "", (long long)h->shape[k]);
+            return fdp_err_set(err, "%s: .npy shape (%s) of %s is too large: its size in bytes overflows 64 bits", name,
+                               shape, descr);
+        }
     return 0;
 }

@@ -19,51 +19,8 @@
 #include "flowdp/data.h"
 #include "flowdp/shards.h"
 
-#define PK_PATH_MAX 4096
-#define PK_BLOCK 256 /* images per write */
+#include "pack_internal.h"
 
-enum { IN_NPZ, IN_CIFAR, IN_IDX, IN_IMAGES };
-
-typedef struct pk_input {
-    int kind;
-    char path[PK_PATH_MAX];
-    int64_t n;           /* images taken from this input (after the limit) */
-    int h, w, c;
-    int64_t first;       /* global index of its first image */
-    int first_shard, n_shards;
-    /* npz */
-    int64_t npz_rows;    /* rows in the archive */
-    fdp_npy_header data_h, labels_h;
-    int has_labels;
-    /* cifar10 / idx: loaded whole (small sets) */
-    fdp_dataset mem;
-    /* images: files and labels, n entries */
-    char **files;
-    int32_t *labels;
-    int64_t n_files;     /* entries of files (n may be smaller: the limit) */
-} pk_input;
-
-typedef struct pk_unit { int input, shard; } pk_unit; /* shard = -1: all shards of the input */
-
-typedef struct packer {
-    const fdp_pack_opts *o;
-    pk_input *in;
-    int n_in;
-    int64_t per_shard, total;
-    int n_shards;
-    fdp_shard_entry *entries;
-    char **classes;
-    int n_classes;
-    int64_t skipped;
-    pk_unit *units;
-    int n_units;
-    atomic_int next_unit;
-    atomic_llong done;
-    atomic_int failed;
-    pthread_mutex_t err_mu;
-    fdp_err err;
-    char *written; /* (n_shards) 1 when this run wrote shard i */
-} packer;
 
 static double now_s(void) {
     struct timespec t;
@@ -79,7 +36,7 @@ static int kind_of(const char *format) {
     return -1;
 }
 
-static int ends_with_ci(const char *s, const char *suffix) {
+int pk_ends_with_ci(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcasecmp(s + a - b, suffix) == 0;
 }
@@ -91,8 +48,8 @@ static int is_dir(const char *p) {
 
 /* auto: by name and content */
 static int guess_kind(const char *path) {
-    if (ends_with_ci(path, ".npz")) return IN_NPZ;
-    if (ends_with_ci(path, ".bin")) return IN_CIFAR;
+    if (pk_ends_with_ci(path, ".npz")) return IN_NPZ;
+    if (pk_ends_with_ci(path, ".bin")) return IN_CIFAR;
     if (strstr(path, "idx3-ubyte")) return IN_IDX;
     if (is_dir(path)) {
         char p[PK_PATH_MAX + 64];
@@ -112,275 +69,6 @@ static int guess_kind(const char *path) {
     return -1;
 }
 
-/* ---- npz -------------------------------------------------------------------- */
-typedef struct npz {
-    zip_t *za;
-    zip_file_t *data, *labels;
-    zip_int64_t data_i, labels_i;
-} npz;
-
-static void npz_close(npz *z) {
-    if (z->data) zip_fclose(z->data);
-    if (z->labels) zip_fclose(z->labels);
-    if (z->za) zip_discard(z->za);
-    memset(z, 0, sizeof *z);
-}
-
-/* read exactly n bytes from a member; -1 + err on a short read or corrupt data */
-static int zread(zip_file_t *f, void *buf, size_t n, const char *path, const char *member, fdp_err *err) {
-    size_t got = 0;
-    while (got < n) {
-        zip_int64_t r = zip_fread(f, (char *)buf + got, n - got);
-        if (r < 0) return fdp_err_set(err, "%s: member %s: %s", path, member, zip_file_strerror(f));
-        if (r == 0) return fdp_err_set(err, "%s: member %s is truncated (ends after %zu more bytes, %zu expected)", path, member, got, n);
-        got += (size_t)r;
-    }
-    return 0;
-}
-
-/* open the archive and parse the headers (data required, labels optional); leaves
- * the member streams positioned at their data */
-static int npz_open(pk_input *in, npz *z, fdp_err *err) {
-    memset(z, 0, sizeof *z);
-    int code = 0;
-    z->za = zip_open(in->path, ZIP_RDONLY | ZIP_CHECKCONS, &code);
-    if (!z->za) {
-        zip_error_t ze;
-        zip_error_init_with_code(&ze, code);
-        fdp_err_set(err, "%s: cannot open as .npz (zip) archive: %s", in->path, zip_error_strerror(&ze));
-        zip_error_fini(&ze);
-        return -1;
-    }
-    z->data_i = zip_name_locate(z->za, "data.npy", ZIP_FL_NODIR);
-    z->labels_i = zip_name_locate(z->za, "labels.npy", ZIP_FL_NODIR);
-    if (z->data_i < 0) {
-        npz_close(z);
-        return fdp_err_set(err, "%s: no member data.npy in the archive", in->path);
-    }
-    const char *names[2] = {"data.npy", "labels.npy"};
-    zip_int64_t idx[2] = {z->data_i, z->labels_i};
-    fdp_npy_header *hs[2] = {&in->data_h, &in->labels_h};
-    zip_file_t **fs[2] = {&z->data, &z->labels};
-    for (int m = 0; m < 2; m++) {
-        if (idx[m] < 0) continue;
-        zip_stat_t st;
-        zip_stat_init(&st);
-        if (zip_stat_index(z->za, (zip_uint64_t)idx[m], 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE)) {
-            npz_close(z);
-            return fdp_err_set(err, "%s: cannot stat member %s", in->path, names[m]);
-        }
-        *fs[m] = zip_fopen_index(z->za, (zip_uint64_t)idx[m], 0);
-        if (!*fs[m]) {
-            fdp_err_set(err, "%s: cannot open member %s: %s", in->path, names[m], zip_strerror(z->za));
-            npz_close(z);
-            return -1;
-        }
-        /* the header: magic, version and length (10 bytes; 12 from version 2.0), then its declared length */
-        uint8_t head[12];
-        char what[PK_PATH_MAX + 32];
-        snprintf(what, sizeof what, "%s:%s", in->path, names[m]);
-        size_t first = st.size < 10 ? (size_t)st.size : 10;
-        if (zread(*fs[m], head, first, in->path, names[m], err) != 0) {
-            npz_close(z);
-            return -1;
-        }
-        if (first < 10 || memcmp(head, "\x93NUMPY", 6) != 0) {
-            npz_close(z);
-            return fdp_err_set(err, "%s: %s", what, first < 10 ? "truncated .npy header (under 10 bytes)" : "not a .npy member (no \\x93NUMPY magic)");
-        }
-        if (head[6] >= 2 && st.size >= 12) {
-            if (zread(*fs[m], head + 10, 2, in->path, names[m], err) != 0) {
-                npz_close(z);
-                return -1;
-            }
-            first = 12;
-        }
-        fdp_npy_header *h = hs[m];
-        size_t hl = head[6] == 1 ? (size_t)(head[8] | head[9] << 8) + 10
-                    : first == 12 ? (size_t)(head[8] | head[9] << 8 | head[10] << 16 | (size_t)head[11] << 24) + 12
-                                  : (size_t)-1;
-        if (head[6] < 1 || head[6] > 3) hl = first; /* the parser names the version */
-        if (hl > 65536 + 12 || hl > st.size) {
-            npz_close(z);
-            return fdp_err_set(err, "%s: truncated .npy header (%llu bytes in the member, header needs %zu)", what,
-                               (unsigned long long)st.size, hl);
-        }
-        uint8_t *hb = malloc(hl);
-        if (!hb) {
-            npz_close(z);
-            return fdp_err_set(err, "%s: out of memory", in->path);
-        }
-        memcpy(hb, head, first);
-        int rc = zread(*fs[m], hb + first, hl - first, in->path, names[m], err) != 0 ? -1
-                                                                                   : fdp_npy_parse_header(hb, hl, h, what, err);
-        free(hb);
-        if (rc != 0) {
-            npz_close(z);
-            return -1;
-        }
-        if (h->fortran) {
-            npz_close(z);
-            return fdp_err_set(err, "%s: fortran_order True is not supported (save the array in C order)", what);
-        }
-        int64_t elems = 1;
-        for (int d = 0; d < h->ndim; d++) elems *= h->shape[d];
-        uint64_t want = (uint64_t)elems * (uint64_t)h->itemsize + h->data_offset;
-        if ((uint64_t)st.size != want) {
-            npz_close(z);
-            return fdp_err_set(err, "%s: %s: the header promises %llu bytes of data, the member holds %llu",
-                               what, (uint64_t)st.size < want ? "truncated .npy" : "trailing bytes after the .npy data",
-                               (unsigned long long)(want - h->data_offset),
-                               (unsigned long long)(st.size - h->data_offset));
-        }
-    }
-    fdp_npy_header *d = &in->data_h;
-    int64_t D = 0;
-    if (d->kind == 'u' && d->itemsize == 1 && d->ndim == 2)
-        D = d->shape[1];
-    else if (d->kind == 'u' && d->itemsize == 1 && d->ndim == 4 && d->shape[1] == 3 && d->shape[2] == d->shape[3])
-        D = 3 * d->shape[2] * d->shape[3];
-    int64_t S = 0;
-    while (S * S * 3 < D) S++;
-    if (D < 3 || S * S * 3 != D || S > 65536) {
-        npz_close(z);
-        return fdp_err_set(err,
-                           "%s: data.npy is %c%d with shape of %d dims; supported: uint8 (N, 3*S*S) or (N, 3, S, S), "
-                           "rows in CHW order",
-                           in->path, d->kind, d->itemsize * 8, d->ndim);
-    }
-    in->npz_rows = d->shape[0];
-    in->h = in->w = (int)S;
-    in->c = 3;
-    in->has_labels = z->labels_i >= 0;
-    if (in->has_labels && (in->labels_h.ndim != 1 || in->labels_h.shape[0] != in->npz_rows)) {
-        npz_close(z);
-        return fdp_err_set(err, "%s: labels.npy has shape of %d dims (first %lld) but data.npy has %lld rows", in->path,
-                           in->labels_h.ndim, in->labels_h.ndim ? (long long)in->labels_h.shape[0] : 0LL,
-                           (long long)in->npz_rows);
-    }
-    return 0;
-}
-
-/* little-endian integer of the labels dtype -> int64 */
-static int64_t label_value(const uint8_t *p, const fdp_npy_header *h) {
-    uint64_t u = 0;
-    for (int b = 0; b < h->itemsize; b++) u |= (uint64_t)p[b] << (8 * b);
-    if (h->kind == 'i' && h->itemsize < 8 && (u >> (8 * h->itemsize - 1)) & 1) u |= ~(uint64_t)0 << (8 * h->itemsize);
-    return (int64_t)u;
-}
-
-/* ---- images folders ---------------------------------------------------------------- */
-typedef struct strv {
-    char **v;
-    int n, cap;
-} strv;
-static int strv_push(strv *s, const char *x) {
-    if (s->n == s->cap) {
-        int cap = s->cap ? 2 * s->cap : 64;
-        char **nv = realloc(s->v, sizeof(char *) * (size_t)cap);
-        if (!nv) return -1;
-        s->v = nv;
-        s->cap = cap;
-    }
-    if (!(s->v[s->n] = strdup(x))) return -1;
-    s->n++;
-    return 0;
-}
-static void strv_free(strv *s) {
-    for (int i = 0; i < s->n; i++) free(s->v[i]);
-    free(s->v);
-    memset(s, 0, sizeof *s);
-}
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* entries of dir: sub-directories into dirs (may be NULL), image-named files into files */
-static int list_dir(const char *dir, strv *dirs, strv *files, int64_t *skipped, fdp_err *err) {
-    DIR *d = opendir(dir);
-    if (!d) return fdp_err_set(err, "%s: cannot read the directory: %s", dir, strerror(errno));
-    struct dirent *e;
-    int rc = 0;
-    while ((e = readdir(d)) != NULL && rc == 0) {
-        if (e->d_name[0] == '.') continue;
-        char p[PK_PATH_MAX * 2];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (stat(p, &st) != 0) continue;
-        if (S_ISDIR(st.st_mode)) {
-            if (dirs && strv_push(dirs, e->d_name) != 0) rc = fdp_err_set(err, "%s: out of memory", dir);
-        } else if (ends_with_ci(e->d_name, ".jpg") || ends_with_ci(e->d_name, ".jpeg") || ends_with_ci(e->d_name, ".png")) {
-            if (strv_push(files, e->d_name) != 0) rc = fdp_err_set(err, "%s: out of memory", dir);
-        } else {
-            (*skipped)++;
-        }
-    }
-    closedir(d);
-    if (dirs && dirs->n > 1) qsort(dirs->v, (size_t)dirs->n, sizeof(char *), cmp_str);
-    if (files->n > 1) qsort(files->v, (size_t)files->n, sizeof(char *), cmp_str);
-    return rc;
-}
-
-static int plan_images(packer *pk, pk_input *in, fdp_err *err) {
-    if (pk->o->size < 1) return fdp_err_set(err, "%s: packing an image folder needs --size S (the output side)", in->path);
-    strv dirs = {0}, top = {0}, all = {0};
-    int64_t cap = 0, n = 0;
-    int rc = list_dir(in->path, &dirs, &top, &pk->skipped, err);
-    if (rc == 0 && dirs.n > 0 && top.n > 0)
-        rc = fdp_err_set(err, "%s: holds %d image file(s) beside %d class sub-folder(s); put every image in a class "
-                         "folder", in->path, top.n, dirs.n);
-    if (rc == 0 && in != pk->in)
-        rc = fdp_err_set(err, "%s: only one image folder can be packed per run (its sub-folders are the classes)", in->path);
-    if (rc == 0 && dirs.n > 0) {
-        pk->classes = dirs.v;
-        pk->n_classes = dirs.n;
-        memset(&dirs, 0, sizeof dirs);
-    }
-    int nclass = pk->n_classes;
-    int ngroups = top.n > 0 || nclass == 0 ? 1 : nclass;
-    for (int g = 0; g < ngroups && rc == 0; g++) {
-        strv files = {0};
-        char sub[PK_PATH_MAX * 2];
-        const int labeled = top.n == 0 && nclass > 0;
-        if (labeled) {
-            snprintf(sub, sizeof sub, "%s/%s", in->path, pk->classes[g]);
-            rc = list_dir(sub, NULL, &files, &pk->skipped, err);
-        } else {
-            snprintf(sub, sizeof sub, "%s", in->path);
-            files = top;
-            memset(&top, 0, sizeof top);
-        }
-        for (int i = 0; i < files.n && rc == 0; i++) {
-            if (n == cap) {
-                cap = cap ? 2 * cap : 1024;
-                char **nf = realloc(in->files, sizeof(char *) * (size_t)cap);
-                int32_t *nl = realloc(in->labels, sizeof(int32_t) * (size_t)cap);
-                if (nf) in->files = nf;
-                if (nl) in->labels = nl;
-                if (!nf || !nl) {
-                    rc = fdp_err_set(err, "%s: out of memory", in->path);
-                    break;
-                }
-            }
-            char p[PK_PATH_MAX * 3];
-            snprintf(p, sizeof p, "%s/%s", sub, files.v[i]);
-            if (!(in->files[n] = strdup(p))) {
-                rc = fdp_err_set(err, "%s: out of memory", in->path);
-                break;
-            }
-            in->labels[n] = labeled ? g : -1;
-            n++;
-            in->n_files = n;
-        }
-        strv_free(&files);
-    }
-    strv_free(&dirs);
-    strv_free(&top);
-    strv_free(&all);
-    in->n = n;
-    in->h = in->w = pk->o->size;
-    in->c = 3;
-    if (rc == 0 && n == 0) rc = fdp_err_set(err, "%s: no .jpg/.jpeg/.png files found", in->path);
-    return rc;
-}
 
 /* ---- planning ------------------------------------------------------------------- */
 static int plan_input(packer *pk, pk_input *in, int64_t remaining, fdp_err *err) {
@@ -388,8 +76,8 @@ static int plan_input(packer *pk, pk_input *in, int64_t remaining, fdp_err *err)
     switch (in->kind) {
     case IN_NPZ: {
         npz z;
-        if (npz_open(in, &z, err) != 0) return -1;
-        npz_close(&z);
+        if (pk_npz_open(in, &z, err) != 0) return -1;
+        pk_npz_close(&z);
         in->n = in->npz_rows;
         if (pk->o->size > 0 && pk->o->size != in->h)
             return fdp_err_set(err, "%s: holds %dx%d images but --size %d was asked (npz images are not resized)",
@@ -409,7 +97,7 @@ static int plan_input(packer *pk, pk_input *in, int64_t remaining, fdp_err *err)
                                in->path, in->h, in->w, pk->o->size);
         break;
     case IN_IMAGES:
-        if (plan_images(pk, in, err) != 0) return -1;
+        if (pk_plan_images(pk, in, remaining, err) != 0) return -1;
         break;
     }
     if (in->n > remaining) in->n = remaining;
@@ -419,7 +107,13 @@ static int plan_input(packer *pk, pk_input *in, int64_t remaining, fdp_err *err)
 /* ---- packing one unit ---------------------------------------------------------------- */
 static int stop_requested(packer *pk) { return atomic_load(&pk->failed) != 0; }
 
+/* where shard s is written during the run: a temporary name, renamed to
+ * final_path only when every shard is done (so that a failed run never replaces
+ * a shard that existed before it, even with --force) */
 static void shard_path(packer *pk, int s, char *out, size_t len) {
+    snprintf(out, len, "%s/.%s.part.%ld", pk->o->out_dir, pk->entries[s].name, (long)getpid());
+}
+static void final_path(packer *pk, int s, char *out, size_t len) {
     snprintf(out, len, "%s/%s", pk->o->out_dir, pk->entries[s].name);
 }
 
@@ -438,7 +132,7 @@ static int pack_mem_or_npz(packer *pk, pk_input *in, fdp_err *err) {
     memset(&z, 0, sizeof z);
     int rc = 0;
     if (!chw || !hwc || !lab || !lraw) rc = fdp_err_set(err, "%s: out of memory", in->path);
-    if (rc == 0 && in->kind == IN_NPZ) rc = npz_open(in, &z, err);
+    if (rc == 0 && in->kind == IN_NPZ) rc = pk_npz_open(in, &z, err);
     char src[PK_PATH_MAX + 16];
     snprintf(src, sizeof src, "%s:%s", in->kind == IN_NPZ ? "npz" : in->kind == IN_CIFAR ? "cifar10" : "idx", in->path);
     int64_t pos = 0;
@@ -458,15 +152,15 @@ static int pack_mem_or_npz(packer *pk, pk_input *in, fdp_err *err) {
             if (in->kind == IN_NPZ) {
                 char member[PK_PATH_MAX + 32];
                 snprintf(member, sizeof member, "data.npy (rows %lld..%lld)", (long long)(pos + a), (long long)(pos + a + n));
-                rc = zread(z.data, chw, (size_t)(n * D), in->path, member, err);
+                rc = pk_zread(z.data, chw, (size_t)(n * D), in->path, member, err);
                 if (rc == 0 && in->has_labels)
-                    rc = zread(z.labels, lraw, (size_t)(n * in->labels_h.itemsize), in->path, "labels.npy", err);
+                    rc = pk_zread(z.labels, lraw, (size_t)(n * in->labels_h.itemsize), in->path, "labels.npy", err);
                 for (int64_t i = 0; i < n && rc == 0; i++) {
                     if (!in->has_labels) {
                         lab[i] = -1;
                         continue;
                     }
-                    int64_t v = label_value(lraw + i * in->labels_h.itemsize, &in->labels_h);
+                    int64_t v = pk_label_value(lraw + i * in->labels_h.itemsize, &in->labels_h);
                     if (v < 1 || v > INT32_MAX)
                         rc = fdp_err_set(err, "%s: labels.npy[%lld] = %lld: expected 1-based class labels (>= 1)",
                                          in->path, (long long)(pos + a + i), (long long)v);
@@ -494,7 +188,7 @@ static int pack_mem_or_npz(packer *pk, pk_input *in, fdp_err *err) {
         }
         pos += cnt;
     }
-    if (in->kind == IN_NPZ) npz_close(&z);
+    if (in->kind == IN_NPZ) pk_npz_close(&z);
     free(chw);
     free(hwc);
     free(lab);
@@ -520,6 +214,7 @@ static int pack_images_shard(packer *pk, pk_input *in, int k, fdp_err *err) {
             uint8_t *rgb = NULL;
             int h = 0, w = 0;
             rc = fdp_image_decode_rgb(in->files[a0 + a + i], &rgb, &h, &w, err);
+            if (rc == 0 && (h < S || w < S)) atomic_fetch_add(&pk->upscaled, 1);
             if (rc == 0) fdp_resize_crop_area(rgb, h, w, 3, S, hwc + i * D);
             free(rgb);
         }
@@ -576,157 +271,143 @@ static void progress_line(packer *pk, double t0, int final) {
     fflush(stderr);
 }
 
-static int mkdir_p(const char *path) {
+/* mkdir -p; the directories it made go to made[] (outermost first) so that a
+ * failed run can remove them again */
+static int mkdir_p(const char *path, char made[][PK_PATH_MAX], int *n_made, int max_made) {
     char tmp[PK_PATH_MAX];
     snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-            *p = '/';
+    size_t len = strlen(tmp);
+    for (size_t i = 1; i <= len; i++) {
+        if (tmp[i] != '/' && tmp[i] != 0) continue;
+        char keep = tmp[i];
+        tmp[i] = 0;
+        if (mkdir(tmp, 0755) == 0) {
+            if (*n_made < max_made) snprintf(made[(*n_made)++], PK_PATH_MAX, "%s", tmp);
+        } else if (errno != EEXIST) {
+            return -1;
         }
+        tmp[i] = keep;
     }
-    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
+    return is_dir(path) ? 0 : (errno = ENOTDIR, -1);
 }
 
-int fdp_pack(const char *const *inputs, int n_inputs, const fdp_pack_opts *o, fdp_pack_result *res, fdp_err *err) {
-    memset(res, 0, sizeof *res);
-    if (n_inputs < 1) return fdp_err_set(err, "flowdp-pack: no input given");
-    if (!o->out_dir || !o->out_dir[0]) return fdp_err_set(err, "flowdp-pack: no output directory given (--out DIR)");
-    if (!o->split || !o->split[0] || strchr(o->split, '/') || strlen(o->split) > 64)
-        return fdp_err_set(err, "flowdp-pack: --split '%s': expected a short name without '/'", o->split ? o->split : "");
-    if (o->threads < 1 || (o->per_shard < 1 && o->shards < 1))
-        return fdp_err_set(err, "flowdp-pack: bad options (threads %d, per shard %lld, shards %d)", o->threads,
-                           (long long)o->per_shard, o->shards);
-    double t0 = now_s();
-    packer P;
-    memset(&P, 0, sizeof P);
-    packer *pk = &P;
-    pk->o = o;
-    pk->n_in = n_inputs;
-    pk->in = calloc((size_t)n_inputs, sizeof *pk->in);
-    pthread_mutex_init(&pk->err_mu, NULL);
-    int rc = pk->in ? 0 : fdp_err_set(err, "flowdp-pack: out of memory");
+/* inputs: kinds, counts, shapes; then the shard table */
+static int plan_all(packer *pk, const char *const *inputs, int n_inputs, fdp_err *err) {
+    const fdp_pack_opts *o = pk->o;
     int forced = o->format && strcmp(o->format, "auto") != 0 ? kind_of(o->format) : -2;
-    if (rc == 0 && forced == -1)
-        rc = fdp_err_set(err, "flowdp-pack: --format %s: expected auto, npz, cifar10, idx or images", o->format);
-    /* plan: kinds, counts, shapes */
+    if (forced == -1) return fdp_err_set(err, "--format %s: expected auto, npz, cifar10, idx or images", o->format);
     int64_t remaining = o->limit > 0 ? o->limit : INT64_MAX;
-    for (int i = 0; i < n_inputs && rc == 0; i++) {
+    for (int i = 0; i < n_inputs; i++) {
         pk_input *in = &pk->in[i];
         snprintf(in->path, sizeof in->path, "%s", inputs[i]);
         in->kind = forced >= 0 ? forced : guess_kind(in->path);
-        if (in->kind < 0) {
-            rc = fdp_err_set(err, "%s: cannot tell the format (not .npz, .bin, *idx3-ubyte* or a directory); give --format",
-                             in->path);
-            break;
-        }
-        if (i > 0 && in->kind != pk->in[0].kind) {
-            rc = fdp_err_set(err, "%s: inputs of different formats in one run", in->path);
-            break;
-        }
+        if (in->kind < 0)
+            return fdp_err_set(err, "%s: cannot tell the format (not .npz, .bin, *idx3-ubyte* or a directory); give --format",
+                               in->path);
+        if (i > 0 && in->kind != pk->in[0].kind)
+            return fdp_err_set(err, "%s: inputs of different formats in one run", in->path);
         if (remaining == 0) break;
-        rc = plan_input(pk, in, remaining, err);
-        if (rc == 0 && i > 0 && (in->h != pk->in[0].h || in->w != pk->in[0].w || in->c != pk->in[0].c))
-            rc = fdp_err_set(err, "%s: holds %dx%dx%d images but %s holds %dx%dx%d (HxWxC)", in->path, in->h, in->w,
-                             in->c, pk->in[0].path, pk->in[0].h, pk->in[0].w, pk->in[0].c);
+        if (plan_input(pk, in, remaining, err) != 0) return -1;
+        if (i > 0 && (in->h != pk->in[0].h || in->w != pk->in[0].w || in->c != pk->in[0].c))
+            return fdp_err_set(err, "%s: holds %dx%dx%d images but %s holds %dx%dx%d (HxWxC)", in->path, in->h, in->w,
+                               in->c, pk->in[0].path, pk->in[0].h, pk->in[0].w, pk->in[0].c);
         in->first = pk->total;
         pk->total += in->n;
         remaining -= in->n;
     }
-    if (rc == 0 && pk->total == 0) rc = fdp_err_set(err, "%s: no images to pack", inputs[0]);
+    if (pk->total == 0) return fdp_err_set(err, "%s: no images to pack", inputs[0]);
     /* shards: a shard never spans two inputs */
-    if (rc == 0) {
-        pk->per_shard = o->shards > 0 ? (pk->total + o->shards - 1) / o->shards : o->per_shard;
-        for (int i = 0; i < n_inputs; i++) {
-            pk_input *in = &pk->in[i];
-            in->first_shard = pk->n_shards;
-            in->n_shards = (int)((in->n + pk->per_shard - 1) / pk->per_shard);
-            pk->n_shards += in->n_shards;
-        }
-        pk->entries = calloc((size_t)pk->n_shards, sizeof *pk->entries);
-        pk->written = calloc((size_t)pk->n_shards, 1);
-        pk->units = calloc((size_t)pk->n_shards + (size_t)n_inputs, sizeof *pk->units);
-        if (!pk->entries || !pk->written || !pk->units) rc = fdp_err_set(err, "flowdp-pack: out of memory");
+    pk->per_shard = o->shards > 0 ? (pk->total + o->shards - 1) / o->shards : o->per_shard;
+    for (int i = 0; i < n_inputs; i++) {
+        pk_input *in = &pk->in[i];
+        in->first_shard = pk->n_shards;
+        in->n_shards = (int)((in->n + pk->per_shard - 1) / pk->per_shard);
+        pk->n_shards += in->n_shards;
     }
-    if (rc == 0 && mkdir_p(o->out_dir) != 0)
-        rc = fdp_err_set(err, "%s: cannot create the output directory: %s", o->out_dir, strerror(errno));
-    snprintf(res->index_path, sizeof res->index_path, "%s/%s.index", o->out_dir, o->split);
-    if (rc == 0 && !o->force && access(res->index_path, F_OK) == 0)
-        rc = fdp_err_set(err, "%s already exists; pass --force to replace it", res->index_path);
-    for (int i = 0; i < n_inputs && rc == 0; i++) {
+    pk->entries = calloc((size_t)pk->n_shards, sizeof *pk->entries);
+    pk->written = calloc((size_t)pk->n_shards, 1);
+    pk->units = calloc((size_t)pk->n_shards + (size_t)n_inputs, sizeof *pk->units);
+    if (!pk->entries || !pk->written || !pk->units) return fdp_err_set(err, "%s: out of memory", o->out_dir);
+    return 0;
+}
+
+/* shard names, refusing to replace existing files without --force; the work units */
+static int name_shards(packer *pk, const char *index_path, fdp_err *err) {
+    const fdp_pack_opts *o = pk->o;
+    if (!o->force && access(index_path, F_OK) == 0)
+        return fdp_err_set(err, "%s already exists; pass --force to replace it", index_path);
+    for (int i = 0; i < pk->n_in; i++) {
         pk_input *in = &pk->in[i];
         for (int k = 0; k < in->n_shards; k++) {
             fdp_shard_entry *e = &pk->entries[in->first_shard + k];
             snprintf(e->name, sizeof e->name, "%s-%05d-of-%05d.h5", o->split, in->first_shard + k, pk->n_shards);
             e->count = shard_count(pk, in, k);
             char p[PK_PATH_MAX * 2];
-            shard_path(pk, in->first_shard + k, p, sizeof p);
-            if (!o->force && access(p, F_OK) == 0) {
-                rc = fdp_err_set(err, "%s already exists; pass --force to replace it", p);
-                break;
-            }
+            final_path(pk, in->first_shard + k, p, sizeof p);
+            if (!o->force && access(p, F_OK) == 0)
+                return fdp_err_set(err, "%s already exists; pass --force to replace it", p);
             if (in->kind == IN_IMAGES) pk->units[pk->n_units++] = (pk_unit){i, k};
         }
         if (in->kind != IN_IMAGES && in->n_shards > 0) pk->units[pk->n_units++] = (pk_unit){i, -1};
     }
-    /* pack */
-    if (rc == 0) {
-        int nt = o->threads < pk->n_units ? o->threads : pk->n_units;
-        pthread_t *th = calloc((size_t)nt, sizeof *th);
-        int started = 0;
-        for (int i = 0; th && i < nt; i++)
-            if (pthread_create(&th[i], NULL, worker, pk) == 0) started++;
-        if (started == 0) {
-            rc = fdp_err_set(err, "flowdp-pack: cannot start worker threads");
-        } else {
-            /* wait (polling every 20 ms), redrawing the progress bar every 0.25 s */
-            double last_draw = now_s();
-            for (;;) {
-                struct timespec ts = {0, 20 * 1000 * 1000};
-                nanosleep(&ts, NULL);
-                int64_t done = atomic_load(&pk->done);
-                if (o->progress && now_s() - last_draw >= 0.25) {
-                    progress_line(pk, t0, 0);
-                    last_draw = now_s();
-                }
-                if (done >= pk->total || atomic_load(&pk->failed)) break;
-                /* all units taken and finished? (a worker that failed sets failed) */
-                if (atomic_load(&pk->next_unit) >= pk->n_units + started) break;
-            }
-            for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-            if (o->progress) progress_line(pk, t0, 1);
-            if (atomic_load(&pk->failed)) {
-                *err = pk->err;
-                rc = -1;
-            } else if (atomic_load(&pk->done) != pk->total) {
-                rc = fdp_err_set(err, "flowdp-pack: packed %lld of %lld images", (long long)atomic_load(&pk->done),
-                                 (long long)pk->total);
-            }
-        }
+    return 0;
+}
+
+/* the workers, the progress bar; -1 + err when a unit failed */
+static int run_workers(packer *pk, double t0, fdp_err *err) {
+    const fdp_pack_opts *o = pk->o;
+    int nt = o->threads < pk->n_units ? o->threads : pk->n_units;
+    pthread_t *th = calloc((size_t)nt, sizeof *th);
+    int started = 0, rc = 0;
+    for (int i = 0; th && i < nt; i++)
+        if (pthread_create(&th[i], NULL, worker, pk) == 0) started++;
+    if (started == 0) {
         free(th);
+        return fdp_err_set(err, "%s: cannot start worker threads", o->out_dir);
     }
-    if (rc == 0)
-        rc = fdp_shard_index_write(res->index_path, o->split, pk->in[0].h, pk->in[0].w, pk->in[0].c, pk->entries,
-                                   pk->n_shards, pk->classes, pk->n_classes, err);
-    if (rc != 0 && pk->written) { /* nothing half-done stays: the shards of this run go */
-        for (int s = 0; s < pk->n_shards; s++)
-            if (pk->written[s]) {
-                char p[PK_PATH_MAX * 2];
-                shard_path(pk, s, p, sizeof p);
-                unlink(p);
-            }
+    /* wait (polling every 20 ms), redrawing the progress bar every 0.25 s */
+    double last_draw = now_s();
+    for (;;) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        int64_t done = atomic_load(&pk->done);
+        if (o->progress && now_s() - last_draw >= 0.25) {
+            progress_line(pk, t0, 0);
+            last_draw = now_s();
+        }
+        if (done >= pk->total || atomic_load(&pk->failed)) break;
+        /* all units taken and finished? (a worker that failed sets failed) */
+        if (atomic_load(&pk->next_unit) >= pk->n_units + started) break;
     }
-    if (rc == 0) {
-        res->images = pk->total;
-        res->shards = pk->n_shards;
-        res->h = pk->in[0].h;
-        res->w = pk->in[0].w;
-        res->c = pk->in[0].c;
-        res->skipped_files = pk->skipped;
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    free(th);
+    if (o->progress) progress_line(pk, t0, 1);
+    if (atomic_load(&pk->failed)) {
+        *err = pk->err;
+        rc = -1;
+    } else if (atomic_load(&pk->done) != pk->total) {
+        rc = fdp_err_set(err, "%s: packed %lld of %lld images", o->out_dir, (long long)atomic_load(&pk->done),
+                         (long long)pk->total);
     }
-    res->seconds = now_s() - t0;
-    for (int i = 0; pk->in && i < n_inputs; i++) {
+    return rc;
+}
+
+/* every shard done: the temporaries take their final names, then the index */
+static int publish(packer *pk, const char *index_path, fdp_err *err) {
+    for (int s = 0; s < pk->n_shards; s++) {
+        char from[PK_PATH_MAX * 2], to[PK_PATH_MAX * 2];
+        shard_path(pk, s, from, sizeof from);
+        final_path(pk, s, to, sizeof to);
+        if (rename(from, to) != 0) return fdp_err_set(err, "%s: cannot rename the shard into place: %s", to, strerror(errno));
+        pk->written[s] = 2; /* renamed: no longer this run's to remove */
+    }
+    const pk_input *in0 = &pk->in[0];
+    return fdp_shard_index_write(index_path, pk->o->split, in0->h, in0->w, in0->c, pk->entries, pk->n_shards,
+                                 pk->classes, pk->n_classes, err);
+}
+
+static void free_packer(packer *pk) {
+    for (int i = 0; pk->in && i < pk->n_in; i++) {
         pk_input *in = &pk->in[i];
         fdp_dataset_free(&in->mem);
         for (int64_t k = 0; in->files && k < in->n_files; k++) free(in->files[k]);
@@ -740,5 +421,56 @@ int fdp_pack(const char *const *inputs, int n_inputs, const fdp_pack_opts *o, fd
     free(pk->written);
     free(pk->units);
     pthread_mutex_destroy(&pk->err_mu);
+}
+
+int fdp_pack(const char *const *inputs, int n_inputs, const fdp_pack_opts *o, fdp_pack_result *res, fdp_err *err) {
+    memset(res, 0, sizeof *res);
+    if (n_inputs < 1) return fdp_err_set(err, "no input given");
+    if (!o->out_dir || !o->out_dir[0]) return fdp_err_set(err, "no output directory given (--out DIR)");
+    if (!o->split || !o->split[0] || strchr(o->split, '/') || strlen(o->split) > 64)
+        return fdp_err_set(err, "--split '%s': expected a short name without '/'", o->split ? o->split : "");
+    if (o->threads < 1 || (o->per_shard < 1 && o->shards < 1))
+        return fdp_err_set(err, "bad options (threads %d, per shard %lld, shards %d)", o->threads,
+                           (long long)o->per_shard, o->shards);
+    double t0 = now_s();
+    packer P;
+    memset(&P, 0, sizeof P);
+    packer *pk = &P;
+    pk->o = o;
+    pk->n_in = n_inputs;
+    pk->in = calloc((size_t)n_inputs, sizeof *pk->in);
+    pthread_mutex_init(&pk->err_mu, NULL);
+    int rc = pk->in ? plan_all(pk, inputs, n_inputs, err) : fdp_err_set(err, "%s: out of memory", o->out_dir);
+    char made[8][PK_PATH_MAX];
+    int n_made = 0;
+    if (rc == 0 && mkdir_p(o->out_dir, made, &n_made, 8) != 0)
+        rc = fdp_err_set(err, "%s: cannot create the output directory: %s", o->out_dir, strerror(errno));
+    snprintf(res->index_path, sizeof res->index_path, "%s/%s.index", o->out_dir, o->split);
+    if (rc == 0) rc = name_shards(pk, res->index_path, err);
+    if (rc == 0) rc = run_workers(pk, t0, err);
+    if (rc == 0) rc = publish(pk, res->index_path, err);
+    if (rc != 0 && pk->written) { /* nothing half-done stays: this run's temporaries go */
+        for (int s = 0; s < pk->n_shards; s++)
+            if (pk->written[s] == 1) {
+                char p[PK_PATH_MAX * 2];
+                shard_path(pk, s, p, sizeof p);
+                unlink(p);
+            }
+    }
+    if (rc != 0)
+        for (int i = n_made - 1; i >= 0; i--) rmdir(made[i]); /* only when empty: never anything else's */
+    if (rc == 0) {
+        res->images = pk->total;
+        res->shards = pk->n_shards;
+        res->h = pk->in[0].h;
+        res->w = pk->in[0].w;
+        res->c = pk->in[0].c;
+        res->skipped_files = pk->skipped;
+        res->bad_images = pk->bad_images;
+        snprintf(res->first_bad, sizeof res->first_bad, "%.1000s", pk->first_bad);
+        res->upscaled = atomic_load(&pk->upscaled);
+    }
+    res->seconds = now_s() - t0;
+    free_packer(pk);
     return rc;
 }

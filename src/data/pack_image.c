@@ -1,9 +1,9 @@
 /* pack_image.c — flowdp-pack's image decoding (JPEG with libjpeg-turbo, PNG
- * through fdp_png_read) to 8-bit RGB, and the centre-crop + exact area-average
+ * through fdp_pack_png_read: pack_png.c) to 8-bit RGB, and the centre-crop + exact area-average
  * resize. The rules are written in include/flowdp/pack.h.
  *
  * libjpeg reports fatal errors through error_exit, which must not return: it
- * longjmps back to decode_jpeg; everything that must survive the jump lives in
+ * longjmps back to decode_jpeg (so do its warnings: on_jpeg_emit); everything that must survive the jump lives in
  * the jpeg_job reached through a pointer. */
 #include <errno.h>
 #include <setjmp.h>
@@ -14,7 +14,7 @@
 #include <jpeglib.h>
 
 #include "flowdp/pack.h"
-#include "flowdp/png.h"
+#include "pack_internal.h"
 
 typedef struct jpeg_job {
     struct jpeg_error_mgr pub; /* first: libjpeg hands us this pointer */
@@ -29,7 +29,17 @@ static void on_jpeg_error(j_common_ptr cinfo) {
     (*cinfo->err->format_message)(cinfo, j->msg);
     longjmp(j->jump, 1);
 }
-static void on_jpeg_message(j_common_ptr cinfo) { (void)cinfo; /* warnings (e.g. premature end): ignored */ }
+/* libjpeg's warnings (msg_level -1) say the data is damaged: "premature end of
+ * data segment" (JWRN_JPEG_EOF, a truncated file; libjpeg pads it with grey),
+ * "corrupt JPEG data: N extraneous bytes", bad Huffman codes, ... Each is
+ * treated as an error: a damaged image must not reach the shards silently.
+ * Trace messages (msg_level >= 0) are ignored. */
+static void on_jpeg_emit(j_common_ptr cinfo, int msg_level) {
+    if (msg_level >= 0) return;
+    jpeg_job *j = (jpeg_job *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, j->msg);
+    longjmp(j->jump, 1);
+}
 
 static uint8_t cmyk_channel(int v, int k, int inverted) {
     int x = inverted ? v * k : (255 - v) * (255 - k);
@@ -102,7 +112,7 @@ int fdp_image_decode_rgb(const char *path, uint8_t **rgb, int *h, int *w, fdp_er
         }
         ci->err = jpeg_std_error(&j->pub);
         j->pub.error_exit = on_jpeg_error;
-        j->pub.output_message = on_jpeg_message;
+        j->pub.emit_message = on_jpeg_emit;
         int rc = decode_jpeg(fp, j, ci, h, w);
         fclose(fp);
         free(j->row);
@@ -123,7 +133,7 @@ int fdp_image_decode_rgb(const char *path, uint8_t **rgb, int *h, int *w, fdp_er
         return fdp_err_set(err, "%s: neither a JPEG nor a PNG file (%s)", path, got < 8 ? "too short" : "bad signature");
     uint8_t *px = NULL;
     int ch = 0;
-    if (fdp_png_read(path, &px, h, w, &ch, err) != 0) return -1;
+    if (fdp_pack_png_read(path, &px, h, w, &ch, err) != 0) return -1;
     size_t n = (size_t)*h * (size_t)*w;
     uint8_t *out = malloc(n * 3);
     if (!out) {

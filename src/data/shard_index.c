@@ -1,0 +1,166 @@
+/* shard_index.c — parsing the text index of a packed dataset (format:
+ * include/flowdp/shards.h, README "Packed datasets"). Every record is checked
+ * where it is read: the magic, the shape lines, the shard lines (a plain file
+ * name in the index's directory, each listed once), the declared count. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "flowdp/shards.h"
+#include "shards_internal.h"
+
+/* A shard name must stay inside the index's directory: relative, no "..", "."
+ * or empty components (so that equal files have equal names). NULL when fine. */
+static const char *bad_shard_name(const char *name) {
+    if (name[0] == '/') return "absolute paths are not allowed (names are relative to the index's directory)";
+    for (const char *c = name; *c;) {
+        size_t len = strcspn(c, "/");
+        if (len == 0) return "empty path component ('//' or a trailing '/')";
+        if ((len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+            return "'.' and '..' components are not allowed (names are relative to the index's directory)";
+        c += len;
+        if (*c == '/') {
+            c++;
+            if (!*c) return "empty path component ('//' or a trailing '/')";
+        }
+    }
+    return NULL;
+}
+
+static int cmp_shard_path(const void *a, const void *b) {
+    return strcmp((*(shard *const *)a)->path, (*(shard *const *)b)->path);
+}
+
+/* the first shard listed twice (names are canonical: bad_shard_name), or 0 */
+static int find_duplicate(shard *v, int n, const char *path, fdp_err *err) {
+    shard **byname = malloc(sizeof *byname * (size_t)n);
+    if (!byname) return fdp_err_set(err, "%s: out of memory", path);
+    for (int i = 0; i < n; i++) byname[i] = &v[i];
+    qsort(byname, (size_t)n, sizeof *byname, cmp_shard_path);
+    int rc = 0;
+    for (int i = 1; i < n && rc == 0; i++)
+        if (strcmp(byname[i - 1]->path, byname[i]->path) == 0) {
+            shard *a = byname[i - 1] < byname[i] ? byname[i - 1] : byname[i];
+            shard *b = byname[i - 1] < byname[i] ? byname[i] : byname[i - 1];
+            const char *base = strrchr(a->path, '/');
+            rc = fdp_err_set(err, "%s: shard entry %d \"%s\" lists the same file as entry %d", path,
+                             (int)(b - v) + 1, base ? base + 1 : a->path, (int)(a - v) + 1);
+        }
+    free(byname);
+    return rc;
+}
+
+int fdp_shards_parse_index(fdp_shards *s, const char *path, shard **out, int *n_out, fdp_err *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) return fdp_err_set(err, "%s: cannot open the shard index: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return fdp_err_set(err, "%s: the shard index is not a regular file", path);
+    FILE *f = fopen(path, "r");
+    if (!f) return fdp_err_set(err, "%s: cannot open the shard index: %s", path, strerror(errno));
+    char dir[SH_PATH_MAX];
+    dir_of(path, dir, sizeof dir);
+    char line[8192];
+    int lineno = 0, have_magic = 0, n = 0, cap = 0;
+    int64_t declared = -1, sum = 0;
+    shard *v = NULL;
+    int rc = 0;
+    s->h = s->w = s->c = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            rc = fdp_err_set(err, "%s:%d: line too long", path, lineno);
+            break;
+        }
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (!line[0] || line[0] == '#') continue;
+        if (!have_magic) {
+            if (strcmp(line, FDP_SHARD_INDEX_MAGIC) != 0) {
+                rc = fdp_err_set(err, "%s:%d: not a flowdp shard index (expected \"%s\" first, found \"%.60s\")", path,
+                                 lineno, FDP_SHARD_INDEX_MAGIC, line);
+                break;
+            }
+            have_magic = 1;
+            continue;
+        }
+        char key[32], name[1024], extra[8];
+        long long a = 0;
+        int k = sscanf(line, "%31s", key);
+        if (k != 1) continue;
+        if (strcmp(key, "split") == 0 || strcmp(key, "class") == 0) continue;
+        if (strcmp(key, "height") == 0 || strcmp(key, "width") == 0 || strcmp(key, "channels") == 0 ||
+            strcmp(key, "count") == 0) {
+            if (sscanf(line, "%*s %lld %7s", &a, extra) != 1 || a < 1 || a > (strcmp(key, "count") ? 65536 : (1LL << 40))) {
+                rc = fdp_err_set(err, "%s:%d: bad %s line: \"%.60s\"", path, lineno, key, line);
+                break;
+            }
+            if (key[0] == 'h') s->h = (int)a;
+            else if (key[0] == 'w') s->w = (int)a;
+            else if (key[0] == 'c' && key[1] == 'h') s->c = (int)a;
+            else declared = a;
+            continue;
+        }
+        if (strcmp(key, "shard") == 0) {
+            if (sscanf(line, "%*s %1023s %lld %7s", name, &a, extra) != 2 || a < 1 || strlen(name) >= 256) {
+                rc = fdp_err_set(err, "%s:%d: bad shard line (expected \"shard FILE COUNT\"): \"%.60s\"", path, lineno,
+                                 line);
+                break;
+            }
+            if (n == cap) {
+                cap = cap ? 2 * cap : 64;
+                shard *nv = realloc(v, sizeof *v * (size_t)cap);
+                if (!nv) {
+                    rc = fdp_err_set(err, "%s: out of memory", path);
+                    break;
+                }
+                v = nv;
+            }
+            const char *why = bad_shard_name(name);
+            if (why) {
+                rc = fdp_err_set(err, "%s:%d: shard entry %d \"%.200s\": %s", path, lineno, n + 1, name, why);
+                break;
+            }
+            char full[SH_PATH_MAX + 1100];
+            snprintf(full, sizeof full, "%s/%s", dir, name);
+            v[n].path = strdup(full);
+            v[n].count = a;
+            v[n].first = sum;
+            v[n].file = v[n].images = -1;
+            v[n].last_used = 0;
+            if (!v[n].path) {
+                rc = fdp_err_set(err, "%s: out of memory", path);
+                break;
+            }
+            n++;
+            if (a > (1LL << 40) - sum) { /* counts bounded like the count line: the sum cannot overflow */
+                rc = fdp_err_set(err, "%s:%d: shard entry %d: the shards listed so far hold over 2^40 images", path,
+                                 lineno, n);
+                break;
+            }
+            sum += a;
+            continue;
+        }
+        rc = fdp_err_set(err, "%s:%d: unknown record \"%s\"", path, lineno, key);
+        break;
+    }
+    if (rc == 0 && ferror(f)) rc = fdp_err_set(err, "%s: read error", path);
+    fclose(f);
+    if (rc == 0 && !have_magic) rc = fdp_err_set(err, "%s: empty file, not a flowdp shard index", path);
+    if (rc == 0 && (s->h < 1 || s->w < 1 || s->c < 1 || declared < 0))
+        rc = fdp_err_set(err, "%s: the index lacks a height, width, channels or count line", path);
+    if (rc == 0 && n == 0) rc = fdp_err_set(err, "%s: the index lists no shards", path);
+    if (rc == 0) rc = find_duplicate(v, n, path, err);
+    if (rc == 0 && declared != sum)
+        rc = fdp_err_set(err, "%s: count %lld but the shards listed hold %lld images", path, (long long)declared,
+                         (long long)sum);
+    if (rc != 0) {
+        for (int i = 0; i < n; i++) free(v[i].path);
+        free(v);
+        return -1;
+    }
+    *out = v;
+    *n_out = n;
+    return 0;
+}
+
