@@ -215,12 +215,56 @@ static void test_errors(void **state) {
     remove(dir);
 }
 
+/* blocks (the sample grid): 2 blocks of 5 grey 2x3 images in rows of at most 2
+ * tiles, 1 pixel between tiles, 3 between blocks; image i of block b at tile
+ * (i / 2, i % 2) of block b; empty tiles, padding and the gap white */
+static void test_blocks(void **state) {
+    (void)state;
+    char dir[256], path[512];
+    assert_non_null(tu_mkdtemp(dir, sizeof dir));
+    snprintf(path, sizeof path, "%s/blocks.png", dir);
+    enum { NB = 2, PER = 5, H = 2, W = 3, COLS = 2, PAD = 1, GAP = 3, ROWS = 3 };
+    float img[NB * PER * H * W];
+    for (int i = 0; i < NB * PER; i++)
+        for (int k = 0; k < H * W; k++) img[i * H * W + k] = (float)(i * 10 + k) / 255.0f;
+    fdp_err err = {{0}};
+    assert_int_equal(fdp_png_write_blocks(path, img, NB, PER, 1, H, W, COLS, PAD, GAP, &err), 0);
+    uint8_t *px = NULL;
+    int h = 0, w = 0, ch = 0;
+    assert_int_equal(fdp_png_read(path, &px, &h, &w, &ch, &err), 0);
+    int bh = ROWS * H + (ROWS - 1) * PAD;
+    assert_int_equal(h, NB * bh + (NB - 1) * GAP);
+    assert_int_equal(w, COLS * W + (COLS - 1) * PAD);
+    assert_int_equal(ch, 1);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int b = y / (bh + GAP), by = y % (bh + GAP);
+            int ty = by / (H + PAD), iy = by % (H + PAD), tx = x / (W + PAD), ix = x % (W + PAD);
+            int i = ty * COLS + tx;
+            int want = 255;
+            if (by < bh && iy < H && ix < W && i < PER) want = (b * PER + i) * 10 + iy * W + ix;
+            assert_int_equal(px[(size_t)y * w + x], want);
+        }
+    free(px);
+    /* fewer images than columns: the block is as wide as its images */
+    assert_int_equal(fdp_png_write_blocks(path, img, 1, 1, 1, H, W, 16, 1, 4, &err), 0);
+    assert_int_equal(fdp_png_read(path, &px, &h, &w, &ch, &err), 0);
+    assert_int_equal(h, H);
+    assert_int_equal(w, W);
+    free(px);
+    assert_int_equal(fdp_png_write_blocks(path, img, 1, 1, 2, H, W, 16, 1, 4, &err), -1); /* c = 2 */
+    assert_non_null(strstr(err.msg, path));
+    remove(path);
+    remove(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantize),
         cmocka_unit_test(test_grid_round_trip),
         cmocka_unit_test(test_write_read_channels),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

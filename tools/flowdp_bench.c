@@ -371,6 +371,7 @@ static int bench_config(const char *config_path, const char **sets, int nsets, i
 }
 
 int main(int argc, char **argv) {
+    fdp_log_set_prog("flowdp-bench");
     int C = 1, H = 28, W = 28, batch = 64, scales = 2, mid = 32, blocks = 2, steps = 30, warmup = 3, threads = 0;
     int in_given = 0, batch_given = 0, device_given = 0, rebuild = 0;
     const char *device = "cpu", *config_path = NULL;
@@ -389,6 +390,7 @@ int main(int argc, char **argv) {
                                    {"readers", required_argument, 0, 'R'}, {"hflip", no_argument, 0, 'F'},
                                    {"translate", required_argument, 0, 'X'}, {0, 0, 0, 0}};
     int c;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'i':
@@ -415,7 +417,11 @@ int main(int argc, char **argv) {
         case 'F': hflip = 1; break;
         case 'X': translate = atof(optarg); break;
         case 'h': usage(stdout); free(sets); return 0;
-        default: usage(stderr); free(sets); return 2;
+        default:
+            fprintf(stderr, "flowdp-bench: unknown or incomplete option '%s' (see --help)\n",
+                    optind >= 1 ? argv[optind - 1] : "");
+            free(sets);
+            return 2;
         }
     }
     if (optind < argc) {

@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "flowdp/evaluate.h"
 #include "flowdp/log.h"
 #include "flowdp/model_io.h"
+#include "flowdp/outpath.h"
 
 /* a non-negative decimal integer up to max, or -1 */
 static long long parse_count(const char *s, long long max) {
@@ -49,7 +51,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: flowdp-eval CKPT [--data PATH] [--format idx|cifar10|hdf5] [--importance-samples K]\n"
             "                   [--json report.json] [--batch B] [--limit N] [--seed S] [--device cpu|cuda]\n"
-            "                   [--threads T] [--no-ema]\n"
+            "                   [--threads T] [--no-ema] [--force]\n"
             "Reports the test-set bits per dimension of the model in CKPT (mean and standard error over\n"
             "images), its nats per image, the images evaluated and the checkpoint's step.\n"
             "  --data PATH               test set (default: [data] test of the checkpoint's config)\n"
@@ -59,8 +61,11 @@ static void usage(FILE *f) {
             "                            (default: the checkpoint's [data] format)\n"
             "  --importance-samples K    K > 1: importance-weighted estimate, log-mean-exp over K\n"
             "                            dequantization-noise draws per image (default 1)\n"
-            "  --json FILE               also write the report as JSON\n"
-            "  --batch B                 images per forward pass (default 256)\n"
+            "  --json FILE               also write the report as JSON (atomically; never an input file;\n"
+            "                            the standard error is null with fewer than 2 images)\n"
+            "  --force                   replace the --json FILE even when it is not a JSON file\n"
+            "  --batch B                 images per forward pass (default 256; more than a rank's\n"
+            "                            images means all of them at once)\n"
             "  --limit N                 only the first N images (default all)\n"
             "  --seed S                  seed of the noise draws (default 0)\n"
             "  --device D, --threads T   backend and CPU threads per rank\n"
@@ -68,7 +73,214 @@ static void usage(FILE *f) {
             "Run under mpiexec -n R (or srun) to split the test set over R ranks.\n");
 }
 
+/* the option getopt just refused, for the one-line error: the argument it came
+ * from, or "-c" for a short option inside a cluster */
+static const char *bad_option(char **argv, char *buf, size_t len) {
+    const char *a = optind >= 1 ? argv[optind - 1] : "";
+    if (optopt > 0 && optopt < 128 && !(a[0] == '-' && a[1] == '-') && !(a[0] == '-' && strchr(a + 1, optopt))) {
+        snprintf(buf, len, "-%c", optopt);
+        return buf;
+    }
+    return a;
+}
+
+typedef struct eval_opts {
+    const char *data, *format, *json, *device, *ckpt;
+    int draws, batch, threads, use_ema, force;
+    long long limit;
+    unsigned long long seed;
+} eval_opts;
+
+/* a bad value: rank 0 prints "flowdp-eval: OPT VALUE: expected ..."; returns 2 */
+static int bad_value(int rank, const char *opt, const char *value, const char *expected) {
+    if (rank == 0) fprintf(stderr, "flowdp-eval: %s %s: expected %s\n", opt, value, expected);
+    return 2;
+}
+
+/* the command line into *o; returns -1 to go on, else the exit code (rank 0 printed) */
+static int parse_args(int argc, char **argv, int rank, eval_opts *o) {
+    static struct option opts[] = {{"data", required_argument, 0, 'D'},   {"format", required_argument, 0, 'F'},
+                                   {"importance-samples", required_argument, 0, 'K'},
+                                   {"json", required_argument, 0, 'J'},   {"batch", required_argument, 0, 'B'},
+                                   {"limit", required_argument, 0, 'L'},  {"seed", required_argument, 0, 'S'},
+                                   {"device", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'T'},
+                                   {"no-ema", no_argument, 0, 'E'},       {"force", no_argument, 0, 'f'},
+                                   {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    int c;
+    long long v;
+    char buf[8];
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'D': o->data = optarg; break;
+        case 'F': o->format = optarg; break;
+        case 'K':
+            if ((v = parse_count(optarg, 4096)) < 1) return bad_value(rank, "--importance-samples", optarg, "1 to 4096");
+            o->draws = (int)v;
+            break;
+        case 'J': o->json = optarg; break;
+        case 'B':
+            if ((v = parse_count(optarg, INT32_MAX)) < 1) return bad_value(rank, "--batch", optarg, "a positive integer");
+            o->batch = (int)v;
+            break;
+        case 'L':
+            if ((o->limit = parse_count(optarg, INT64_MAX)) < 0)
+                return bad_value(rank, "--limit", optarg, "a non-negative integer");
+            break;
+        case 'S':
+            if ((v = parse_count(optarg, INT64_MAX)) < 0)
+                return bad_value(rank, "--seed", optarg, "a non-negative integer");
+            o->seed = (unsigned long long)v;
+            break;
+        case 'd': o->device = optarg; break;
+        case 'T':
+            if ((o->threads = (int)parse_count(optarg, 4096)) < 0)
+                return bad_value(rank, "--threads", optarg, "0 (all cores) to 4096");
+            break;
+        case 'E': o->use_ema = 0; break;
+        case 'f': o->force = 1; break;
+        case 'h':
+            if (rank == 0) usage(stdout);
+            return 0;
+        default:
+            if (rank == 0)
+                fprintf(stderr, "flowdp-eval: unknown or incomplete option '%s' (see --help)\n",
+                        bad_option(argv, buf, sizeof buf));
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        if (rank == 0) fprintf(stderr, "flowdp-eval: no checkpoint given (see --help)\n");
+        return 2;
+    }
+    if (optind < argc - 1) {
+        if (rank == 0) fprintf(stderr, "flowdp-eval: unexpected argument '%s' (see --help)\n", argv[optind + 1]);
+        return 2;
+    }
+    o->ckpt = argv[optind];
+    return -1;
+}
+
+/* Agreement on a bad-input error: 1 when any rank has bad set, and then the
+ * lowest such rank prints its msg (one line in all), else 0. Collective. */
+static int agree_fail(fdp_comm *comm, int bad, const char *msg) {
+    int64_t r = bad ? fdp_comm_rank(comm) : fdp_comm_size(comm);
+    fdp_comm_allreduce_i64(comm, &r, 1, FDP_REDUCE_MIN);
+    if (r == fdp_comm_size(comm)) return 0;
+    if (r == fdp_comm_rank(comm)) fprintf(stderr, "flowdp-eval: %s\n", msg);
+    return 1;
+}
+
+/* "x" with %.17g, or null when not finite (JSON has no NaN) */
+static const char *json_num(double x, char *out, size_t len) {
+    if (isfinite(x))
+        snprintf(out, len, "%.17g", x);
+    else
+        snprintf(out, len, "null");
+    return out;
+}
+
+typedef struct eval_result {
+    const char *data, *format;
+    const fdp_model *m;
+    long long step, images;
+    int ranks;
+    double bpd, se, nll, secs, per_rank_images;
+} eval_result;
+
+static void print_report(const eval_opts *o, const eval_result *r) {
+    printf("checkpoint:      %s (step %lld, %s %dx%dx%d)\n", o->ckpt, r->step, r->m->type, r->m->C, r->m->H, r->m->W);
+    printf("data:            %s (%s), %lld images, %d rank(s)\n", r->data, r->format, r->images, r->ranks);
+    printf("estimate:        %s\n",
+           o->draws > 1 ? "importance-weighted (log-mean-exp over noise draws)" : "single dequantization draw");
+    if (o->draws > 1) printf("noise draws:     %d per image\n", o->draws);
+    if (isfinite(r->se))
+        printf("test bpd:        %.5f +- %.5f (standard error)\n", r->bpd, r->se);
+    else
+        printf("test bpd:        %.5f +- n/a (standard error: needs at least 2 images)\n", r->bpd);
+    printf("nats per image:  %.3f\n", r->nll);
+    printf("time:            %.1f s (%.1f images/s per rank)\n", r->secs, r->per_rank_images * o->draws / r->secs);
+}
+
+/* the JSON report, written atomically; returns 0 or -1 (err) */
+static int write_json(const eval_opts *o, const eval_result *r, fdp_err *err) {
+    char jc[8192], jd[8192], b[3][64];
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return fdp_err_set(err, "cannot write %s: %s", o->json, strerror(errno));
+    fprintf(f,
+            "{\n  \"checkpoint\": \"%s\",\n  \"step\": %lld,\n  \"model\": \"%s\",\n"
+            "  \"image_shape\": [%d, %d, %d],\n  \"data\": \"%s\",\n  \"format\": \"%s\",\n"
+            "  \"images\": %lld,\n  \"importance_samples\": %d,\n  \"bpd\": %s,\n"
+            "  \"bpd_stderr\": %s,\n  \"nats_per_image\": %s,\n  \"ranks\": %d,\n  \"seconds\": %.3f\n}\n",
+            json_str(o->ckpt, jc, sizeof jc), r->step, r->m->type, r->m->C, r->m->H, r->m->W,
+            json_str(r->data, jd, sizeof jd), r->format, r->images, o->draws, json_num(r->bpd, b[0], sizeof b[0]),
+            json_num(r->se, b[1], sizeof b[1]), json_num(r->nll, b[2], sizeof b[2]), r->ranks, r->secs);
+    int rc = 0;
+    if (fclose(f) != 0 || !text)
+        rc = fdp_err_set(err, "cannot write %s: out of memory", o->json);
+    else
+        rc = fdp_out_write_file(o->json, text, len, err);
+    free(text);
+    return rc;
+}
+
+/* open and check the test set; 0, or 2 after the (single) error line */
+static int open_data(fdp_comm *comm, const eval_opts *o, const fdp_model *m, fdp_source *ds, fdp_err *err) {
+    int rank = fdp_comm_rank(comm), world = fdp_comm_size(comm);
+    int bad = 0;
+    if (!o->data[0]) {
+        bad = 1;
+        fdp_err_set(err, "%s has no [data] test; give --data PATH", o->ckpt);
+    } else if (fdp_source_open(o->format, o->data, 0, o->limit, ds, err) != 0) {
+        bad = 1;
+    } else if (fdp_source_verify(ds, rank, world, err) != 0) {
+        bad = 1; /* only this rank checked that shard */
+    } else if (ds->c != m->C || ds->h != m->H || ds->w != m->W) {
+        bad = 1;
+        fdp_err_set(err, "%s holds %dx%dx%d images, the model in %s takes %dx%dx%d", o->data, ds->c, ds->h, ds->w,
+                    o->ckpt, m->C, m->H, m->W);
+    }
+    return agree_fail(comm, bad, err->msg) ? 2 : 0;
+}
+
+/* evaluate, reduce, report; returns the exit code (agreed by every rank) */
+static int run_eval(fdp_comm *comm, const eval_opts *o, fdp_model *m, fdp_backend *be, fdp_source *ds,
+                    const fdp_ckpt_meta *meta) {
+    int rank = fdp_comm_rank(comm), world = fdp_comm_size(comm);
+    fdp_err err = {{0}};
+    int64_t b, e;
+    fdp_eval_range(ds->n, rank, world, &b, &e);
+    fdp_arena *arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
+    fdp_eval_sums s = {0, 0, 0, 0};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int bad = fdp_evaluate_range(m, be, arena, ds, b, e, o->batch, 2, o->seed, o->draws, &s, &err) != 0;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    fdp_arena_destroy(arena);
+    if (agree_fail(comm, bad, err.msg)) return 2;
+    double v[4] = {s.nll, s.bpd, s.bpd_sq, s.count};
+    fdp_comm_allreduce_f64(comm, v, 4, FDP_REDUCE_SUM);
+    fdp_eval_sums g = {v[0], v[1], v[2], v[3]};
+    eval_result r = {.data = o->data, .format = o->format, .m = m, .step = (long long)meta->step,
+                     .images = (long long)g.count, .ranks = world, .per_rank_images = (double)(e - b)};
+    fdp_eval_summary(&g, &r.bpd, &r.se, &r.nll);
+    r.secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    int failed = 0;
+    if (rank == 0) {
+        print_report(o, &r);
+        fflush(stdout);
+        if (o->json && write_json(o, &r, &err) != 0) {
+            fprintf(stderr, "flowdp-eval: %s\n", err.msg);
+            failed = 1;
+        }
+    }
+    return fdp_comm_any(comm, failed) ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
+    fdp_log_set_prog("flowdp-eval");
     /* a write past RLIMIT_FSIZE (ulimit -f) must fail with EFBIG and be reported
      * like any other write error, not kill the process with SIGXFSZ */
     signal(SIGXFSZ, SIG_IGN);
@@ -78,169 +290,45 @@ int main(int argc, char **argv) {
         fprintf(stderr, "flowdp-eval: %s\n", err.msg);
         return 1;
     }
-    int rank = fdp_comm_rank(comm), world = fdp_comm_size(comm);
-    const char *data = NULL, *format = NULL, *json = NULL, *device = "cpu";
-    int draws = 1, batch = 256, threads = 0, use_ema = 1;
-    long long limit = 0;
-    unsigned long long seed = 0;
-    static struct option opts[] = {{"data", required_argument, 0, 'D'},   {"format", required_argument, 0, 'F'},
-                                   {"importance-samples", required_argument, 0, 'K'},
-                                   {"json", required_argument, 0, 'J'},   {"batch", required_argument, 0, 'B'},
-                                   {"limit", required_argument, 0, 'L'},  {"seed", required_argument, 0, 'S'},
-                                   {"device", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'T'},
-                                   {"no-ema", no_argument, 0, 'E'},       {"help", no_argument, 0, 'h'},
-                                   {0, 0, 0, 0}};
-    int c, rc = 0;
-    char *end;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'D': data = optarg; break;
-        case 'F': format = optarg; break;
-        case 'K':
-            draws = (int)strtol(optarg, &end, 10);
-            if (*end || draws < 1 || draws > 4096) {
-                if (rank == 0) fprintf(stderr, "flowdp-eval: --importance-samples %s: expected 1 to 4096\n", optarg);
-                rc = 2;
-                goto done;
-            }
-            break;
-        case 'J': json = optarg; break;
-        case 'B':
-            batch = (int)strtol(optarg, &end, 10);
-            if (*end || batch < 1) {
-                if (rank == 0) fprintf(stderr, "flowdp-eval: --batch %s: expected a positive integer\n", optarg);
-                rc = 2;
-                goto done;
-            }
-            break;
-        case 'L':
-            limit = parse_count(optarg, INT64_MAX);
-            if (limit < 0) {
-                if (rank == 0) fprintf(stderr, "flowdp-eval: --limit %s: expected a non-negative integer\n", optarg);
-                rc = 2;
-                goto done;
-            }
-            break;
-        case 'S': {
-            long long v = parse_count(optarg, INT64_MAX);
-            if (v < 0) {
-                if (rank == 0) fprintf(stderr, "flowdp-eval: --seed %s: expected a non-negative integer\n", optarg);
-                rc = 2;
-                goto done;
-            }
-            seed = (unsigned long long)v;
-            break;
-        }
-        case 'd': device = optarg; break;
-        case 'T':
-            threads = (int)parse_count(optarg, 4096);
-            if (threads < 0) {
-                if (rank == 0) fprintf(stderr, "flowdp-eval: --threads %s: expected 0 (all cores) to 4096\n", optarg);
-                rc = 2;
-                goto done;
-            }
-            break;
-        case 'E': use_ema = 0; break;
-        case 'h':
-            if (rank == 0) usage(stdout);
-            goto done;
-        default:
-            if (rank == 0) usage(stderr);
-            rc = 2;
-            goto done;
-        }
-    }
-    if (optind != argc - 1) {
-        if (rank == 0) fprintf(stderr, "flowdp-eval: need exactly one checkpoint (see --help)\n");
-        rc = 2;
-        goto done;
-    }
-    const char *ckpt = argv[optind];
-    fdp_backend *be = fdp_backend_create(device, threads, &err);
-    if (!be) {
-        if (rank == 0) fprintf(stderr, "flowdp-eval: %s\n", err.msg);
-        rc = 2;
+    int rank = fdp_comm_rank(comm);
+    eval_opts o = {.device = "cpu", .draws = 1, .batch = 256, .use_ema = 1};
+    int rc = parse_args(argc, argv, rank, &o);
+    if (rc >= 0) goto done;
+    rc = 2;
+    /* the JSON output before any work (rank 0 writes it, so rank 0 checks it) */
+    fdp_out_input in[2] = {{o.ckpt, "the input checkpoint"}, {o.data, "the test set"}};
+    int bad = rank == 0 && o.json && fdp_out_check("--json", o.json, FDP_OUT_JSON, o.force, in, 2, &err) != 0;
+    if (agree_fail(comm, bad, err.msg)) goto done;
+    fdp_backend *be = fdp_backend_create(o.device, o.threads, &err);
+    if (agree_fail(comm, !be, err.msg)) {
+        if (be) fdp_backend_destroy(be);
         goto done;
     }
     fdp_model *m = NULL;
     fdp_config cfg;
     fdp_ckpt_meta meta;
-    int bad = fdp_model_from_checkpoint(ckpt, be, use_ema, &m, &cfg, &meta, &err) != 0;
-    if (fdp_comm_any(comm, bad)) {
-        if (bad) fprintf(stderr, "flowdp-eval: %s\n", err.msg);
+    bad = fdp_model_from_checkpoint(o.ckpt, be, o.use_ema, &m, &cfg, &meta, &err) != 0;
+    if (agree_fail(comm, bad, err.msg)) {
+        if (!bad) {
+            fdp_config_free(&cfg);
+            fdp_model_destroy(m);
+        }
         fdp_backend_destroy(be);
-        rc = 2;
         goto done;
     }
-    if (!format) format = cfg.data.format == FDP_DATA_CIFAR10 ? "cifar10" : cfg.data.format == FDP_DATA_IDX ? "idx" : "hdf5";
-    if (!data) data = cfg.data.test;
+    if (!o.format)
+        o.format = cfg.data.format == FDP_DATA_CIFAR10 ? "cifar10" : cfg.data.format == FDP_DATA_IDX ? "idx" : "hdf5";
+    if (!o.data) { /* the test set named by the checkpoint: not the output either */
+        o.data = cfg.data.test;
+        in[1].path = o.data;
+        bad = rank == 0 && o.json && fdp_out_check("--json", o.json, FDP_OUT_JSON, 1, in, 2, &err) != 0;
+    }
     fdp_source ds;
     memset(&ds, 0, sizeof ds);
-    bad = 0;
-    if (!data[0]) {
-        bad = 1;
-        fdp_err_set(&err, "%s has no [data] test; give --data PATH", ckpt);
-    } else if (fdp_source_open(format, data, 0, limit, &ds, &err) != 0) {
-        bad = 1;
-    } else if (fdp_source_verify(&ds, rank, world, &err) != 0) {
-        bad = 2; /* only this rank checked that shard: it reports */
-    } else if (ds.c != m->C || ds.h != m->H || ds.w != m->W) {
-        bad = 1;
-        fdp_err_set(&err, "%s holds %dx%dx%d images, the model in %s takes %dx%dx%d", data, ds.c, ds.h, ds.w, ckpt,
-                    m->C, m->H, m->W);
-    }
-    if (fdp_comm_any(comm, bad)) {
-        if (bad == 2 || (bad && rank == 0)) fprintf(stderr, "flowdp-eval: %s\n", err.msg);
+    if (!agree_fail(comm, bad, err.msg) && (rc = open_data(comm, &o, m, &ds, &err)) == 0)
+        rc = run_eval(comm, &o, m, be, &ds, &meta);
+    else
         rc = 2;
-    } else {
-        int64_t b, e;
-        fdp_eval_range(ds.n, rank, world, &b, &e);
-        fdp_arena *arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
-        fdp_eval_sums s = {0, 0, 0, 0};
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        fdp_evaluate(m, be, arena, &ds, b, e, batch, 2, seed, draws, &s);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        double v[4] = {s.nll, s.bpd, s.bpd_sq, s.count};
-        fdp_comm_allreduce_f64(comm, v, 4, FDP_REDUCE_SUM);
-        fdp_eval_sums g = {v[0], v[1], v[2], v[3]};
-        double bpd, se, nll;
-        fdp_eval_summary(&g, &bpd, &se, &nll);
-        double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-        if (rank == 0) {
-            printf("checkpoint:      %s (step %lld, %s %dx%dx%d)\n", ckpt, (long long)meta.step, m->type, m->C, m->H,
-                   m->W);
-            printf("data:            %s (%s), %lld images, %d rank(s)\n", data, format, (long long)g.count, world);
-            printf("estimate:        %s\n", draws > 1 ? "importance-weighted (log-mean-exp over noise draws)"
-                                                       : "single dequantization draw");
-            if (draws > 1) printf("noise draws:     %d per image\n", draws);
-            printf("test bpd:        %.5f +- %.5f (standard error)\n", bpd, se);
-            printf("nats per image:  %.3f\n", nll);
-            printf("time:            %.1f s (%.1f images/s per rank)\n", secs, (double)(e - b) * draws / secs);
-            if (json) {
-                char jc[8192], jd[8192];
-                FILE *f = fopen(json, "w");
-                if (!f) {
-                    fprintf(stderr, "flowdp-eval: cannot write %s\n", json);
-                    rc = 1;
-                } else {
-                    fprintf(f,
-                            "{\n  \"checkpoint\": \"%s\",\n  \"step\": %lld,\n  \"model\": \"%s\",\n"
-                            "  \"image_shape\": [%d, %d, %d],\n  \"data\": \"%s\",\n  \"format\": \"%s\",\n"
-                            "  \"images\": %lld,\n  \"importance_samples\": %d,\n  \"bpd\": %.17g,\n"
-                            "  \"bpd_stderr\": %.17g,\n  \"nats_per_image\": %.17g,\n  \"ranks\": %d,\n  \"seconds\": %.3f\n}\n",
-                            json_str(ckpt, jc, sizeof jc), (long long)meta.step, m->type, m->C, m->H, m->W,
-                            json_str(data, jd, sizeof jd), format, (long long)g.count,
-                            draws, bpd, se, nll, world, secs);
-                    if (fclose(f) != 0) {
-                        fprintf(stderr, "flowdp-eval: error writing %s\n", json);
-                        rc = 1;
-                    }
-                }
-            }
-        }
-        fdp_arena_destroy(arena);
-    }
     fdp_source_close(&ds);
     fdp_config_free(&cfg);
     fdp_model_destroy(m);

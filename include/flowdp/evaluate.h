@@ -22,10 +22,19 @@ typedef struct fdp_eval_sums {
 
 /* Evaluate images [begin, end) of d in evaluation mode (BatchNorm running
  * statistics), batch by batch, streamed through a range loader with `prefetch`
- * batches read ahead (0 = read in this thread); adds into *sums. */
+ * batches read ahead (0 = read in this thread); adds into *sums.
+ * batch is clamped to end - begin (the images of this rank): a huge batch means
+ * "all at once". Returns 0, or -1 with err (one line: the data does not fit the
+ * model, out of memory for the batch); *sums is then partial. Note: the arena
+ * itself still aborts (FDP_CHECK) when it cannot grow. */
+int fdp_evaluate_range(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_source *d, int64_t begin, int64_t end,
+                       int batch, int prefetch, uint64_t seed, int draws, fdp_eval_sums *sums, fdp_err *err);
+/* fdp_evaluate_range that ends the job (FDP_FATAL, one line) on error; kept for
+ * callers that cannot report an error (prefer fdp_evaluate_range). */
 void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_source *d, int64_t begin, int64_t end,
                   int batch, int prefetch, uint64_t seed, int draws, fdp_eval_sums *sums);
-/* mean and standard error of the mean of the per-image bpd */
+/* Mean and standard error of the mean of the per-image bpd. The standard error
+ * needs at least 2 images: with fewer it is NAN (print "n/a", JSON null). */
 void fdp_eval_summary(const fdp_eval_sums *s, double *bpd_mean, double *bpd_stderr, double *nll_mean);
 
 #endif

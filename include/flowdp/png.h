@@ -1,9 +1,11 @@
 /* png.h — writing and reading 8-bit PNG images (libpng): single images, grids
  * of model samples, and reading back for tests and tools.
  *
- * Writes are atomic: the PNG goes to a temporary file in the same directory
- * (<path>.tmp.<pid>.<n>), is flushed and fsynced, then renamed over path, so a
- * crash never leaves a half-written PNG under the final name.
+ * Writes are atomic (outpath.h's fdp_out_open/fdp_out_commit): the PNG goes to
+ * a temporary file in the same directory (<path>.tmp.<pid>.<n>), is flushed and
+ * fsynced, then renamed over path, so a crash never leaves a half-written PNG
+ * under the final name. Checking the path before any work is the caller's job
+ * (fdp_out_check with FDP_OUT_PNG).
  * Errors (bad arguments, cannot open/write/rename, libpng errors) return -1 with
  * ONE line in err naming the path. */
 #ifndef FLOWDP_PNG_H
@@ -39,6 +41,20 @@ int fdp_png_write(const char *path, const uint8_t *pixels, int height, int width
  * Output size: (rows*h + (rows-1)*pad) x (cols*w + (cols-1)*pad). Returns 0 or -1. */
 int fdp_png_write_grid(const char *path, const float *images, int n, int c, int h, int w, int rows, int cols,
                        int pad, fdp_err *err);
+
+/* Write nblocks blocks of per_block images each, stacked vertically (the sample
+ * grid: one block per temperature).
+ *   images: (nblocks * per_block, c, h, w) NCHW floats, block-major; quantized
+ *           as fdp_png_write_grid does. c = 1 or 3.
+ *   Image i of block b goes to tile row i / cols, column i % cols of block b,
+ *   so a block is ceil(per_block / cols) rows of min(cols, per_block) tiles,
+ *   and image i sits at the same place in every block.
+ *   pad: white pixels between tiles; gap: white pixels between blocks (take
+ *   gap > pad so blocks stand apart). Empty tiles (the last row of a block) are white.
+ * Output: nblocks*bh + (nblocks-1)*gap rows, bh = rows*h + (rows-1)*pad; width
+ * min(cols,per_block)*w + (min(cols,per_block)-1)*pad. Returns 0 or -1. */
+int fdp_png_write_blocks(const char *path, const float *images, int nblocks, int per_block, int c, int h, int w,
+                         int cols, int pad, int gap, fdp_err *err);
 
 /* Read a PNG as 8 bits per channel: palette images become RGB (RGBA with
  * transparency), grey below 8 bits becomes 8 bits, 16-bit samples are reduced

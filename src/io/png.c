@@ -5,16 +5,15 @@
  * through a pointer (not in locals of the function that calls setjmp), and the
  * work between setjmp and the end is done in a separate function. */
 #include "flowdp/png.h"
+#include "flowdp/outpath.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 typedef struct png_job {
     png_structp png;
@@ -71,6 +70,13 @@ static int write_stream(png_job *j) {
     return 0;
 }
 
+/* outpath.c's "cannot write <path>: <why>" as "cannot write PNG <path>: <why>" */
+static int out_err(fdp_err *err, const fdp_err *o) {
+    const char *m = o->msg;
+    if (strncmp(m, "cannot write ", 13) == 0) m += 13;
+    return fdp_err_set(err, "cannot write PNG %s", m);
+}
+
 int fdp_png_write(const char *path, const uint8_t *pixels, int height, int width, int channels, fdp_err *err) {
     if (!path || !*path) return fdp_err_set(err, "cannot write PNG: empty path");
     if (!pixels || height < 1 || width < 1 || channels < 1 || channels > 4)
@@ -79,50 +85,35 @@ int fdp_png_write(const char *path, const uint8_t *pixels, int height, int width
     if ((int64_t)width * channels > INT_MAX / 2)
         return fdp_err_set(err, "cannot write PNG %s: rows of %d pixels are too wide", path, width);
 
-    /* a temporary file in the same directory (so rename is atomic), created
-     * with O_EXCL so two writers never share one */
-    size_t tlen = strlen(path) + 48;
-    char *tmp = malloc(tlen);
-    if (!tmp) return fdp_err_set(err, "cannot write PNG %s: out of memory", path);
-    int fd = -1;
-    for (int k = 0; k < 100 && fd < 0; k++) {
-        snprintf(tmp, tlen, "%s.tmp.%ld.%d", path, (long)getpid(), k);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST) break;
-    }
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return fdp_err_set(err, "cannot write PNG %s: %s", path, strerror(e));
-    }
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return fdp_err_set(err, "cannot write PNG %s: %s", path, strerror(e));
-    }
+    /* a temporary file in the same directory, fsynced and renamed over path */
+    fdp_out_file out;
+    fdp_err oerr = {{0}};
+    if (fdp_out_open(&out, path, &oerr) != 0) return out_err(err, &oerr);
 
     png_job j;
     memset(&j, 0, sizeof j);
-    j.fp = fp;
+    j.fp = out.fp;
     j.src = pixels;
     j.h = height;
     j.w = width;
     j.ch = channels;
-    int rc = 0;
     if (write_stream(&j)) {
-        rc = fdp_err_set(err, "cannot write PNG %s: libpng: %s", path, j.msg);
-    } else if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-        rc = fdp_err_set(err, "cannot write PNG %s: %s", path, strerror(errno));
+        fdp_out_abort(&out);
+        return fdp_err_set(err, "cannot write PNG %s: libpng: %s", path, j.msg);
     }
-    if (fclose(fp) != 0 && rc == 0) rc = fdp_err_set(err, "cannot write PNG %s: %s", path, strerror(errno));
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = fdp_err_set(err, "cannot write PNG %s: rename from %s: %s", path, tmp, strerror(errno));
-    if (rc != 0) unlink(tmp);
-    free(tmp);
-    return rc;
+    if (fdp_out_commit(&out, &oerr) != 0) return out_err(err, &oerr);
+    return 0;
+}
+
+/* one (c, h, w) image into the HWC buffer of width W at (y0, x0) */
+static void put_tile(uint8_t *buf, int64_t W, int c, int h, int w, const float *img, int64_t y0, int64_t x0) {
+    for (int ch = 0; ch < c; ch++) {
+        const float *plane = img + (int64_t)ch * h * w;
+        for (int y = 0; y < h; y++) {
+            uint8_t *dst = buf + ((y0 + y) * W + x0) * c + ch;
+            for (int x = 0; x < w; x++) dst[(int64_t)x * c] = fdp_png_quantize(plane[(int64_t)y * w + x]);
+        }
+    }
 }
 
 int fdp_png_write_grid(const char *path, const float *images, int n, int c, int h, int w, int rows, int cols,
@@ -149,16 +140,38 @@ int fdp_png_write_grid(const char *path, const float *images, int n, int c, int 
     uint8_t *buf = malloc((size_t)(H * W * c));
     if (!buf) return fdp_err_set(err, "cannot write PNG grid %s: out of memory", p);
     memset(buf, 255, (size_t)(H * W * c)); /* padding and empty tiles: white */
-    for (int i = 0; i < n; i++) {
-        int64_t y0 = (int64_t)(i / cols) * (h + pad), x0 = (int64_t)(i % cols) * (w + pad);
-        for (int ch = 0; ch < c; ch++) {
-            const float *plane = images + ((int64_t)i * c + ch) * h * w;
-            for (int y = 0; y < h; y++) {
-                uint8_t *dst = buf + ((y0 + y) * W + x0) * c + ch;
-                for (int x = 0; x < w; x++) dst[(int64_t)x * c] = fdp_png_quantize(plane[(int64_t)y * w + x]);
-            }
-        }
-    }
+    for (int i = 0; i < n; i++)
+        put_tile(buf, W, c, h, w, images + (int64_t)i * c * h * w, (int64_t)(i / cols) * (h + pad),
+                 (int64_t)(i % cols) * (w + pad));
+    int rc = fdp_png_write(path, buf, (int)H, (int)W, c, err);
+    free(buf);
+    return rc;
+}
+
+int fdp_png_write_blocks(const char *path, const float *images, int nblocks, int per_block, int c, int h, int w,
+                         int cols, int pad, int gap, fdp_err *err) {
+    const char *p = path ? path : "";
+    if (!images || nblocks < 1 || per_block < 1 || (c != 1 && c != 3) || h < 1 || w < 1 || cols < 1 || pad < 0 ||
+        gap < 0)
+        return fdp_err_set(err,
+                           "cannot write PNG grid %s: bad arguments blocks=%d per_block=%d c=%d h=%d w=%d cols=%d "
+                           "pad=%d gap=%d (need blocks, per_block, h, w, cols >= 1, c = 1 or 3, pad, gap >= 0)",
+                           p, nblocks, per_block, c, h, w, cols, pad, gap);
+    if (cols > per_block) cols = per_block;
+    int64_t rows = ((int64_t)per_block + cols - 1) / cols;
+    int64_t bh = rows * h + (rows - 1) * pad; /* one block's height */
+    int64_t H = nblocks * bh + (int64_t)(nblocks - 1) * gap;
+    int64_t W = (int64_t)cols * w + (int64_t)(cols - 1) * pad;
+    if (H > (1 << 30) || W > (1 << 20) || H * W * c > ((int64_t)1 << 31))
+        return fdp_err_set(err, "cannot write PNG grid %s: %lldx%lld pixels is too large", p, (long long)H,
+                           (long long)W);
+    uint8_t *buf = malloc((size_t)(H * W * c));
+    if (!buf) return fdp_err_set(err, "cannot write PNG grid %s: out of memory", p);
+    memset(buf, 255, (size_t)(H * W * c)); /* padding, gaps and empty tiles: white */
+    for (int b = 0; b < nblocks; b++)
+        for (int i = 0; i < per_block; i++)
+            put_tile(buf, W, c, h, w, images + ((int64_t)b * per_block + i) * c * h * w,
+                     b * (bh + gap) + (int64_t)(i / cols) * (h + pad), (int64_t)(i % cols) * (w + pad));
     int rc = fdp_png_write(path, buf, (int)H, (int)W, c, err);
     free(buf);
     return rc;

@@ -7,20 +7,32 @@
 #include "flowdp/error.h"
 #include "flowdp/rng.h"
 
-void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_source *d, int64_t begin, int64_t end,
-                  int batch, int prefetch, uint64_t seed, int draws, fdp_eval_sums *sums) {
-    FDP_CHECK(d->c == m->C && d->h == m->H && d->w == m->W, "evaluate: data %dx%dx%d, model %dx%dx%d", d->c, d->h,
-              d->w, m->C, m->H, m->W);
+int fdp_evaluate_range(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_source *d, int64_t begin, int64_t end,
+                       int batch, int prefetch, uint64_t seed, int draws, fdp_eval_sums *sums, fdp_err *err) {
+    if (d->c != m->C || d->h != m->H || d->w != m->W)
+        return fdp_err_set(err, "%s holds %dx%dx%d images, the model takes %dx%dx%d", d->desc, d->c, d->h, d->w,
+                           m->C, m->H, m->W);
     if (draws < 1) draws = 1;
+    if (end <= begin) return 0; /* nothing on this rank */
+    /* a batch larger than the range means "all at once" (eval_batch_size may be huge) */
+    if (batch < 1 || (int64_t)batch > end - begin) batch = (int)(end - begin);
     int64_t D = (int64_t)m->C * m->H * m->W;
     fdp_ctx ctx = {.be = be, .arena = arena, .params = m->params, .training = 0, .world_size = 1, .no_grad = 1};
     double *nll = malloc(sizeof(double) * (size_t)batch), *acc = malloc(sizeof(double) * (size_t)batch * draws);
-    FDP_CHECK(nll && acc, "evaluate: out of memory");
+    if (!nll || !acc) {
+        free(nll);
+        free(acc);
+        return fdp_err_set(err, "evaluation batch of %d images x %d draws: out of memory; use a smaller batch", batch,
+                           draws);
+    }
     /* the range streams through a loader: a packed test set is never held whole */
     fdp_loader_opts lo = {.src = d, .mode = FDP_LOADER_RANGE, .prefetch = prefetch, .batch = batch, .begin = begin, .end = end};
     fdp_loader *loader = NULL;
-    fdp_err err = {{0}};
-    FDP_CHECK(fdp_loader_create(&lo, &loader, &err) == 0, "evaluate: %s", err.msg);
+    if (fdp_loader_create(&lo, &loader, err) != 0) {
+        free(nll);
+        free(acc);
+        return -1;
+    }
     for (const fdp_batch *bt; (bt = fdp_loader_next(loader)) != NULL;) {
         int n = bt->count;
         const int64_t *idx = bt->idx;
@@ -57,6 +69,14 @@ void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_source *d
     fdp_loader_destroy(loader);
     free(nll);
     free(acc);
+    return 0;
+}
+
+void fdp_evaluate(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_source *d, int64_t begin, int64_t end,
+                  int batch, int prefetch, uint64_t seed, int draws, fdp_eval_sums *sums) {
+    fdp_err err = {{0}};
+    if (fdp_evaluate_range(m, be, arena, d, begin, end, batch, prefetch, seed, draws, sums, &err) != 0)
+        FDP_FATAL("evaluate: %s", err.msg);
 }
 
 void fdp_eval_summary(const fdp_eval_sums *s, double *bpd_mean, double *bpd_stderr, double *nll_mean) {
@@ -65,6 +85,6 @@ void fdp_eval_summary(const fdp_eval_sums *s, double *bpd_mean, double *bpd_stde
     double var = n > 1 ? (s->bpd_sq - n * mean * mean) / (n - 1) : 0.0;
     if (var < 0) var = 0;
     if (bpd_mean) *bpd_mean = mean;
-    if (bpd_stderr) *bpd_stderr = n > 0 ? sqrt(var / n) : NAN;
+    if (bpd_stderr) *bpd_stderr = n > 1 ? sqrt(var / n) : NAN; /* no standard error from one image */
     if (nll_mean) *nll_mean = n > 0 ? s->nll / n : NAN;
 }
