@@ -3,11 +3,15 @@
 # (DESIGN.md invariant 5: a checkpoint on disk is always whole). 20 rounds (E2E_KILL_ROUNDS):
 # flowdp-train (checkpoint.every=1, --resume auto, so each round continues the previous
 # one; a first uninterrupted run of 2 steps leaves checkpoints to start from) is started,
-# and once it has logged its first step it is killed with SIGKILL
+# and once it has logged its first step it is killed with SIGKILL at a moment drawn
+# from its observed progress, never from a clock (a Release build runs these steps
+# ~20x faster than the sanitizer build, and a time-based kill found the run finished):
 #   - odd rounds, inside a checkpoint write: as soon as its temporary file
-#     (ckpt_<step>.h5.tmp.<its pid>) appears, after a further random 0-40 ms;
-#   - even rounds, at a random moment 0-1 s after its first step ($RANDOM): in a step
-#     or in a write;
+#     (ckpt_<step>.h5.tmp.<its pid>) appears, after a further random 0-3 ms;
+#   - even rounds, in a step or a write: once its log shows a step 0-3 steps after its
+#     first one (random), after a further random 0-3 ms;
+# STEPS leaves room for every round (a round advances a few steps) so that no run can
+# finish before its kill, whatever the speed;
 # then
 #   - every ckpt_*.h5 left in the directory loads (invariant 5 says all of them are whole),
 #     checked with ckpt_compare on copies, in the background, while the next round runs;
@@ -23,8 +27,8 @@
 #        (arguments and environment: see tests/e2e_common.sh)
 source "$(dirname "$0")/e2e_common.sh" "$@"
 
-STEPS=30
 ROUNDS=${E2E_KILL_ROUNDS:-20}
+STEPS=$((40 + 15 * ROUNDS))
 COMMON=(--config "$CONFIG" --set log.progress=false --set log.every=1 --set "train.steps=$STEPS"
     --set train.eval_every=0 --set data.test_limit=8)
 D=$WORK/run
@@ -53,24 +57,30 @@ for ((round = 1; round <= ROUNDS; round++)); do
         --resume auto >"$log" 2>&1 &
     tpid=$!
     # wait until it has taken a step (its first log line)
-    for ((w = 0; w < 1200; w++)); do
+    for ((w = 0; w < 12000; w++)); do
         grep -qs '^step ' "$log" && break
         kill -0 "$tpid" 2>/dev/null || break
-        sleep 0.1
+        sleep 0.01
     done
     cpid=$(pgrep -P "$tpid" || true)
+    delay_ms=$((RANDOM % 4))
     if ((round % 2)); then
         # inside a checkpoint write: poll for this process's temporary file
         mode="write"
-        delay_ms=$((RANDOM % 41))
-        for ((w = 0; w < 1000; w++)); do
+        for ((w = 0; w < 20000; w++)); do
             compgen -G "$D/*.tmp.$cpid" >/dev/null && break
             kill -0 "$tpid" 2>/dev/null || break
-            sleep 0.005
         done
     else
-        mode=random
-        delay_ms=$((RANDOM % 1001))
+        # at a step 0-3 steps after the first one it logged
+        first=$(grep -m1 -oE '^step [0-9]+' "$log" | grep -oE '[0-9]+' || echo 0)
+        target=$((first + RANDOM % 4))
+        mode="step $target"
+        for ((w = 0; w < 12000; w++)); do
+            grep -qsE "^step $target/" "$log" && break
+            kill -0 "$tpid" 2>/dev/null || break
+            sleep 0.001
+        done
     fi
     sleep_ms "$delay_ms"
     killed=no

@@ -574,8 +574,15 @@ static void test_newest_valid_prune_copy(void **state) {
     fdp_ckpt_path_for_step(dir, 200, p200, sizeof p200);
     assert_int_equal(fdp_ckpt_copy_atomic(p200, best, &err), 0); /* replaced below */
     assert_int_equal(fdp_ckpt_copy_atomic(p100, best, &err), 0);
-    assert_int_equal(fdp_ckpt_copy_atomic(p100, best, &err), 0); /* same file already: no-op */
+    assert_int_equal(fdp_ckpt_copy_atomic(p100, best, &err), 0); /* again: replaced by a fresh copy */
     assert_int_equal(count_tmp_files(dir), 1);                   /* only tmp_new */
+    struct stat sb, s100;
+    assert_int_equal(stat(best, &sb), 0);
+    assert_int_equal(stat(p100, &s100), 0);
+    assert_int_equal((int)sb.st_nlink, 1); /* an independent file, not a hard link of step 100 */
+    assert_int_equal((int)s100.st_nlink, 1);
+    assert_true(sb.st_ino != s100.st_ino);
+    assert_int_equal(sb.st_size, s100.st_size);
     assert_int_equal(fdp_ckpt_prune(dir, 3, p200, &err), 0);
     for (int64_t s = 100; s <= 600; s += 100) {
         fdp_ckpt_path_for_step(dir, s, path, sizeof path);

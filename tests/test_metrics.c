@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -144,9 +145,9 @@ static void test_append_readback_and_cost(void **state) {
     for (; s <= 20000; s++) add_train(m, s);
     double per_buffered = (now_s() - t0) / (double)(20001 - first_buffered);
     assert_int_equal(fdp_metrics_rows(m, 0, 1), 20000);
-    fdp_metrics_close(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
     fprintf(stderr,
-            "  metrics: append+flush in place %.3f ms per row; at a new chunk (copy+rename+fsync, %ld KB file) "
+            "  metrics: append+flush (whole file written, renamed) %.3f ms per row; at a new chunk (%ld KB file) "
             "%.2f ms; buffered append %.2f us per row\n",
             1e3 * per_inplace, file_size(path) / 1024, 1e3 * t_cross / n_cross, 1e6 * per_buffered);
     assert_int_equal(check_train(path, 1, 0), 20000);
@@ -158,7 +159,7 @@ static void test_append_readback_and_cost(void **state) {
     assert_int_equal(fdp_metrics_rows(m, 1, 0), 3);
     for (; s <= 20100; s++) add_train(m, s);
     add_test(m, 20100);
-    fdp_metrics_close(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
     assert_int_equal(check_train(path, 1, 0), 20100);
 
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -181,7 +182,7 @@ static void test_append_readback_and_cost(void **state) {
     /* truncate = 1 starts over */
     m = fdp_metrics_open(path, 1, &err);
     assert_non_null(m);
-    fdp_metrics_close(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
     assert_int_equal(check_train(path, 1, 0), 0);
 }
 
@@ -195,7 +196,7 @@ static void test_truncate_after(void **state) {
     add_test(m, 1000);
     add_test(m, 3000);
     add_test(m, 5000);
-    fdp_metrics_close(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
 
     /* resume from a checkpoint at step 2500 */
     m = fdp_metrics_open(path, 0, &err);
@@ -211,7 +212,7 @@ static void test_truncate_after(void **state) {
     add_test(m, 2551);
     /* nothing to drop: no rewrite */
     assert_int_equal(fdp_metrics_truncate_after(m, 999999, &err), 0);
-    fdp_metrics_close(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
     assert_int_equal(check_train(path, 1, 0), 2551);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     int64_t *ts = NULL;
@@ -231,7 +232,7 @@ static void test_ragged_repair(void **state) {
     fdp_err err = {{0}};
     fdp_metrics *m = fdp_metrics_open(path, 1, &err);
     for (int64_t s = 1; s <= 50; s++) add_train(m, s);
-    fdp_metrics_close(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     for (int c = 0; c < 3; c++) { /* step, epoch, bpd got row 51; the others did not */
         char name[64];
@@ -246,7 +247,7 @@ static void test_ragged_repair(void **state) {
     assert_non_null(m);
     assert_int_equal(fdp_metrics_rows(m, 0, 0), 50);
     add_train(m, 51);
-    fdp_metrics_close(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
     assert_int_equal(check_train(path, 1, 0), 51);
 }
 
@@ -268,18 +269,37 @@ static void test_bad_files_named(void **state) {
     assert_null(fdp_metrics_open(path, 0, &err));
     fprintf(stderr, "  (expected) %s\n", err.msg);
     assert_non_null(strstr(err.msg, "not a flowdp metrics file"));
+    /* a new run (truncate) replaces only a metrics file: a foreign HDF5 file or a text
+     * file stays byte-identical, unless forced */
+    long before = file_size(path);
+    assert_null(fdp_metrics_open(path, FDP_METRICS_TRUNCATE, &err));
+    fprintf(stderr, "  (expected) %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "a new run replaces only a flowdp metrics file"));
+    assert_int_equal(file_size(path), before);
+    char txt[760];
+    snprintf(txt, sizeof txt, "%s.txt", path);
+    t = fopen(txt, "w");
+    fputs("notes\n", t);
+    fclose(t);
+    assert_null(fdp_metrics_open(txt, FDP_METRICS_TRUNCATE, &err));
+    assert_int_equal(file_size(txt), 6);
+    fdp_metrics *m = fdp_metrics_open(txt, FDP_METRICS_TRUNCATE | FDP_METRICS_FORCE, &err);
+    assert_non_null(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
+    assert_int_equal(check_train(txt, 1, 0), 0);
     /* a truncated metrics file */
-    fdp_metrics *m = fdp_metrics_open(path, 1, &err);
+    m = fdp_metrics_open(path, FDP_METRICS_TRUNCATE | FDP_METRICS_FORCE, &err);
     for (int s = 1; s <= 100; s++) add_train(m, s);
-    fdp_metrics_close(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
     assert_int_equal(truncate(path, file_size(path) / 2), 0);
     assert_null(fdp_metrics_open(path, 0, &err));
     fprintf(stderr, "  (expected) %s\n", err.msg);
     assert_non_null(strstr(err.msg, path));
-    /* truncate = 1 replaces it */
-    m = fdp_metrics_open(path, 1, &err);
+    /* a new run refuses to replace it (it cannot be told from a foreign file); forced, it does */
+    assert_null(fdp_metrics_open(path, FDP_METRICS_TRUNCATE, &err));
+    m = fdp_metrics_open(path, FDP_METRICS_TRUNCATE | FDP_METRICS_FORCE, &err);
     assert_non_null(m);
-    fdp_metrics_close(m);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
     /* unwritable place */
     char bad[800];
     snprintf(bad, sizeof bad, "%s/nonexistent/m.h5", g_dir);
@@ -312,13 +332,13 @@ static void test_reader_holds_file(void **state) {
     char c;
     assert_int_equal(read(go[0], &c, 1), 1);
     assert_int_equal(c, 'y');
-    for (int s = 11; s <= 20; s++) add_train(m, s); /* in-place open fails: copy + rename */
+    for (int s = 11; s <= 20; s++) add_train(m, s); /* written by rename: the reader keeps its inode */
     assert_int_equal(write(done[1], &c, 1), 1);
     int st;
     waitpid(pid, &st, 0);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    for (int s = 21; s <= 30; s++) add_train(m, s); /* in place again */
-    fdp_metrics_close(m);
+    for (int s = 21; s <= 30; s++) add_train(m, s);
+    assert_int_equal(fdp_metrics_close(m, &err), 0);
     assert_int_equal(check_train(path, 1, 0), 30);
     close(go[0]);
     close(go[1]);
@@ -416,7 +436,7 @@ static void test_kill_writer(void **state) {
         fdp_metrics *r = fdp_metrics_open(path, 0, &err);
         if (!r) fprintf(stderr, "%s\n", err.msg);
         assert_non_null(r);
-        fdp_metrics_close(r);
+        assert_int_equal(fdp_metrics_close(r, &err), 0);
         n = check_train(path, 1, 0);
         assert_true(n >= acked && n <= acked + 1);
         rows = n;
@@ -443,6 +463,49 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* Writes that fail (here: past RLIMIT_FSIZE, as on a full disk) are a one-line error
+ * from the flush and from close, the rows stay in memory and reach the file when a
+ * write works again, the file on disk stays a complete earlier version, and the
+ * process exits normally (HDF5 1.10 crashed at exit with a half-closed file). */
+static void test_write_fails(void **state) {
+    (void)state;
+    char path[700];
+    path_in(path, sizeof path, "fsize.h5");
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        fdp_err err = {{0}};
+        fdp_metrics *m = fdp_metrics_open(path, FDP_METRICS_TRUNCATE, &err);
+        if (!m) _exit(10);
+        fdp_metrics_set_flush_policy(m, 1, 0);
+        for (int s = 1; s <= 100; s++) add_train(m, s);
+        struct rlimit rl = {(rlim_t)file_size(path) + 4096, RLIM_INFINITY};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(11);
+        fdp_metrics_set_flush_policy(m, 1000000, 1e9);
+        for (int s = 101; s <= 8000; s++) add_train(m, s);
+        if (fdp_metrics_flush(m, &err) == 0) _exit(12);
+        if (!strstr(err.msg, path) || !strstr(err.msg, "File too large") || strchr(err.msg, '\n')) _exit(13);
+        if (fdp_metrics_rows(m, 0, 0) != 8000) _exit(14); /* in the in-memory file */
+        if (fdp_metrics_close(m, &err) == 0) _exit(15);
+        fprintf(stderr, "  (expected) %s\n", err.msg);
+        /* again, and then the limit lifted: the retry writes every row */
+        m = fdp_metrics_open(path, 0, &err);
+        if (!m) _exit(16);
+        for (int s = 101; s <= 8000; s++) add_train(m, s);
+        if (fdp_metrics_flush(m, &err) == 0) _exit(17);
+        rl.rlim_cur = RLIM_INFINITY;
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(18);
+        if (fdp_metrics_close(m, &err) != 0) _exit(19);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (WIFSIGNALED(st)) fail_msg("the writer died of signal %d", WTERMSIG(st));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(check_train(path, 1, 0), 8000);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_readback_and_cost),
@@ -451,6 +514,7 @@ int main(void) {
         cmocka_unit_test(test_bad_files_named),
         cmocka_unit_test(test_reader_holds_file),
         cmocka_unit_test(test_kill_writer),
+        cmocka_unit_test(test_write_fails),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

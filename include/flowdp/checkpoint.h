@@ -189,12 +189,10 @@ int fdp_ckpt_find_newest_valid(const char *dir, char *out, size_t len, fdp_err *
  * NULL) is never deleted. Also removes stale temporaries. 0 or -1. */
 int fdp_ckpt_prune(const char *dir, int keep_last, const char *keep_also, fdp_err *err);
 
-/* Make dst a copy of src atomically (for best.h5): a hard link src ->
- * "<dst>.tmp.<pid>" renamed over dst when the filesystem allows it (no data is
- * copied; safe because checkpoint files are never modified in place, only
- * replaced by rename, so dst keeps its content when src's name is later replaced
- * or pruned), otherwise a byte copy to the temporary, fsync, rename. The
- * directory is fsync'ed. On failure dst is untouched. 0 or -1. */
+/* Make dst an independent copy of src atomically (for best.h5): the bytes copied
+ * to "<dst>.tmp.<pid>" (a reflink where the filesystem has them: btrfs, XFS),
+ * fsync, rename over dst, fsync of the directory. Never a hard link: editing or
+ * damaging one file must not change the other. On failure dst is untouched. 0 or -1. */
 int fdp_ckpt_copy_atomic(const char *src, const char *dst, fdp_err *err);
 
 /* The checksum's hash: standard XXH64 of n bytes (exposed for tests/tools). */

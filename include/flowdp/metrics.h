@@ -19,36 +19,28 @@
  * unlimited, uncompressed, in the HDF5 1.8 file format. Row i of every dataset of
  * a group is one record: in h5py, `f["train/bpd"][:]` against `f["train/step"][:]`.
  *
- * ---- How appends stay safe -----------------------------------------------------------
- * HDF5 1.10 locks a file open for writing, and a writer killed while it holds a
- * file open can leave it inconsistent; so the file is never held open: each
- * flush opens it, appends, flushes, closes. Two ways, chosen per flush:
- *  - in place, when the new rows fit in chunks already in the file. The writes
- *    (seen with strace) are: the superblock's "open for write" flag, each
- *    column's 32 KB chunk rewritten in place (old rows with identical bytes),
- *    the object headers with the new extent (same size, same address), the
- *    superblock flag cleared. Nothing is allocated, so a kill -9 at any point
- *    leaves a readable file whose columns are at worst of unequal length by the
- *    rows of that flush; the next open cuts all columns of a group to the
- *    shortest. With the 1.8 format (superblock v2) a flag left set by a killed
- *    writer is ignored by HDF5 (the 1.10 format's superblock v3 would refuse
- *    the file until `h5clear -s`): tested by killing a writer right after
- *    H5Fopen, then appending and reading with h5py / h5dump.
- *  - copy + rename, when a new chunk must be allocated (every 4096 train rows),
- *    for fdp_metrics_truncate_after and repairs, and whenever the in-place open
- *    fails (e.g. a reader holds the file open: HDF5's lock): the file is copied
- *    to "<path>.tmp.<pid>", appended there, fsync'ed and renamed over <path>, so
- *    a kill leaves either the old or the new file. A reader that has the old
- *    file open keeps reading the old inode, undisturbed.
- * A kill therefore loses at most the rows not yet flushed, never the file.
+ * ---- How writes stay safe ------------------------------------------------------------
+ * The writer keeps the whole file in memory (HDF5's core driver, no backing store)
+ * and never lets HDF5 write to the disk: a flush appends the buffered rows to the
+ * in-memory file and writes its image to "<path>.tmp.<pid>", fsyncs it and renames
+ * it over <path> (then fsyncs the directory). So:
+ *  - the file on disk is always a complete, readable version: a kill -9, a full
+ *    disk, `ulimit -f` or EIO at any moment leaves the previous version;
+ *  - a failed write is a plain errno in one line; the rows stay in memory and the
+ *    next flush (or close) writes them again;
+ *  - a reader (h5py, h5dump) holding the file open keeps reading its old inode.
+ * One flush writes the whole file (about 250 KB up to 4096 train rows, 56 MB at a
+ * million), so the flush interval grows to at least 50x the last write's time.
+ * An existing file with columns of unequal length (written by an older flowdp
+ * killed mid-append) is cut to the shortest column on open.
  *
  * ---- Buffering ---------------------------------------------------------------------------
  * Rows are kept in memory and flushed when `max_rows` are buffered, when the
  * oldest buffered row is `max_seconds` old (checked at each append), on every
- * test row, on fdp_metrics_flush and on close. Defaults (see the measurements in
- * metrics.c): max_rows 1 000 000, max_seconds 1.0, i.e. at most one flush per
- * second. A failed flush keeps the rows buffered (-1 + err from that call) and is
- * retried max_seconds later at an append, or by fdp_metrics_flush / close.
+ * test row, on fdp_metrics_flush and on close. Defaults: max_rows 1 000 000,
+ * max_seconds 1.0 (or 50x the last write's time, whichever is longer), i.e. at
+ * most one flush per second. A failed flush keeps the rows (-1 + err from that
+ * call); the next flush, at an append, fdp_metrics_flush or close, retries.
  */
 #ifndef FLOWDP_METRICS_H
 #define FLOWDP_METRICS_H
@@ -61,12 +53,16 @@
 
 typedef struct fdp_metrics fdp_metrics;
 
-/* Open the metrics file. truncate != 0: start a new file (an existing one is
- * replaced atomically). truncate == 0 (resume): append to an existing file, or
- * create it when absent; an existing file that is not a readable flowdp metrics
- * file is an error naming it (the trainer moves it aside). Columns of unequal
- * length left by a killed writer are cut to the shortest. NULL + err on error. */
-fdp_metrics *fdp_metrics_open(const char *path, int truncate, fdp_err *err);
+/* Open the metrics file (and write it at once, so an unwritable place is found
+ * before training). mode 0 (resume): append to an existing file, or create it when
+ * absent; an existing file that is not a readable flowdp metrics file is an error
+ * naming it. FDP_METRICS_TRUNCATE: start a new file, replacing an existing one
+ * atomically, but only when that one is a flowdp metrics file (anything else, a
+ * checkpoint, a text file, another HDF5 file, is an error naming it) or with
+ * FDP_METRICS_FORCE as well. Columns of unequal length are cut to the shortest.
+ * NULL + err on error. */
+enum { FDP_METRICS_TRUNCATE = 1, FDP_METRICS_FORCE = 2 };
+fdp_metrics *fdp_metrics_open(const char *path, int mode, fdp_err *err);
 
 /* Buffer one row (and flush per the policy above). -1 + err when a flush was due
  * and failed (the rows stay buffered). */
@@ -90,10 +86,12 @@ int fdp_metrics_flush(fdp_metrics *m, fdp_err *err);
  * max_seconds old (<= 0: flush on every row). */
 void fdp_metrics_set_flush_policy(fdp_metrics *m, int max_rows, double max_seconds);
 
-/* Rows in the file (flushed) and buffered, per group. */
+/* Rows in the in-memory file and buffered, per group (include_buffered = 0: the
+ * rows that a flush has appended, whether or not its write to disk succeeded). */
 int64_t fdp_metrics_rows(const fdp_metrics *m, int test, int include_buffered);
 
-/* Flush (a failure is logged as a warning) and free. NULL is fine. */
-void fdp_metrics_close(fdp_metrics *m);
+/* Flush and free. 0, or -1 + err naming the file and how many rows did not reach
+ * it (the file then holds the last version that was written). NULL is fine. */
+int fdp_metrics_close(fdp_metrics *m, fdp_err *err);
 
 #endif

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -348,53 +350,6 @@ done:
     return rc;
 }
 
-/* Bob Jenkins' lookup3 hashlittle, byte-wise: HDF5's metadata checksum
- * (H5_checksum_lookup3, initval 0), stored little-endian after the checksummed bytes. */
-#define L3_ROT(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
-static uint32_t lookup3(const unsigned char *k, size_t length, uint32_t initval) {
-    uint32_t a, b, c;
-    a = b = c = 0xdeadbeefu + (uint32_t)length + initval;
-    while (length > 12) {
-        a += k[0] + ((uint32_t)k[1] << 8) + ((uint32_t)k[2] << 16) + ((uint32_t)k[3] << 24);
-        b += k[4] + ((uint32_t)k[5] << 8) + ((uint32_t)k[6] << 16) + ((uint32_t)k[7] << 24);
-        c += k[8] + ((uint32_t)k[9] << 8) + ((uint32_t)k[10] << 16) + ((uint32_t)k[11] << 24);
-        a -= c, a ^= L3_ROT(c, 4), c += b;
-        b -= a, b ^= L3_ROT(a, 6), a += c;
-        c -= b, c ^= L3_ROT(b, 8), b += a;
-        a -= c, a ^= L3_ROT(c, 16), c += b;
-        b -= a, b ^= L3_ROT(a, 19), a += c;
-        c -= b, c ^= L3_ROT(b, 4), b += a;
-        length -= 12;
-        k += 12;
-    }
-    if (length == 0) return c;
-    uint32_t w[3] = {0, 0, 0}; /* the zero-padded tail, little-endian words */
-    for (size_t i = 0; i < length; i++) w[i / 4] += (uint32_t)k[i] << (8 * (i % 4));
-    a += w[0], b += w[1], c += w[2];
-    c ^= b, c -= L3_ROT(b, 14);
-    a ^= c, a -= L3_ROT(c, 11);
-    b ^= a, b -= L3_ROT(a, 25);
-    c ^= b, c -= L3_ROT(b, 16);
-    a ^= c, a -= L3_ROT(c, 4);
-    b ^= a, b -= L3_ROT(a, 14);
-    c ^= b, c -= L3_ROT(b, 24);
-    return c;
-}
-#undef L3_ROT
-
-/* HDF5 1.10.8's H5Fget_file_image returns a version-2 superblock whose checksum
- * does not match its bytes (an image written as is does not open: "incorrect
- * metadata checksum"). Recompute it. The superblock (at offset 0: we created the
- * file) is signature(8) version(1) sizes(2) flags(1) 4 addresses of 8 bytes and
- * the checksum of those 44 bytes. Returns 0, or -1 when it is not that superblock. */
-static int fix_superblock_checksum(unsigned char *img, size_t n) {
-    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-    if (n < 48 || memcmp(img, sig, 8) != 0 || img[8] != 2 || img[9] != 8 || img[10] != 8) return -1;
-    uint32_t sum = lookup3(img, 44, 0);
-    for (int i = 0; i < 4; i++) img[44 + i] = (unsigned char)(sum >> (8 * i));
-    return 0;
-}
-
 /* Build the whole checkpoint as an HDF5 file image in memory (the core driver, no
  * backing store) and return it in *image (malloc'd, *size bytes; the caller writes
  * it to disk). HDF5 never touches the disk here, on purpose: HDF5 1.10 cannot
@@ -478,7 +433,7 @@ static int build_image(const char *tmp, const char *path, const fdp_ckpt_state *
         if (n <= 0) rc = h5fail(path, err, "cannot take the file image");
         else if (!buf) rc = fdp_err_set(err, "checkpoint %s: out of memory for a %lld-byte file image", path, (long long)n);
         else if (H5Fget_file_image(file, buf, (size_t)n) != n) rc = h5fail(path, err, "cannot take the file image");
-        if (!rc && fix_superblock_checksum(buf, (size_t)n) != 0)
+        if (!rc && fdp_h5_image_fix_superblock(buf, (size_t)n) != 0)
             rc = fdp_err_set(err, "checkpoint %s: the in-memory file image does not start with a version-2 superblock", path);
         if (!rc) {
             *image_out = buf;
@@ -562,6 +517,12 @@ int fdp_ckpt_save(const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta
     size_t size = 0;
     int rc = build_image(tmp, path, s, meta, config_text ? config_text : "", &image, &size, err);
     fdp_h5_quiet_end(&q);
+    if (rc == 0) { /* the trailer: XXH64 of every byte before it (fdp_h5_add_trailer) */
+        void *grown = realloc(image, size + FDP_H5_TRAILER_SIZE);
+        if (!grown) rc = fdp_err_set(err, "checkpoint %s: out of memory for the file trailer", path);
+        else image = grown;
+        if (rc == 0) size = fdp_h5_add_trailer(image, size);
+    }
     if (rc == 0) {
         int e = write_file(tmp, image, size);
         if (e) rc = fdp_err_set(err, "checkpoint %s: cannot write %s (%zu bytes): %s", path, tmp, size, strerror(e));
@@ -858,41 +819,13 @@ static int has_hdf5_signature(const char *path) {
     return r == 8 && memcmp(b, sig, 8) == 0;
 }
 
-/* ---- global heap collections, checked before HDF5 parses them -----------------
- * Variable-length strings (the format and model_type attributes, /config) live in
- * HDF5 global heap collections, which carry no checksum. libhdf5 1.10.8 decodes a
- * collection's objects in a loop that never advances on a free-space object of size
- * 0 (H5HG__cache_heap_deserialize: a damaged file hangs the reader forever, found
- * by tests/fuzz/fuzz_checkpoint) and walks past the collection on sizes that do not
- * fit. So before HDF5 opens a file, every collection in it ("GCOL", version 1, a
- * size that fits in the file) is walked the same way and must end exactly at its
- * end with every object inside it. A byte pattern in raw data that looks like such a
- * collection header but is not one would be refused too: with a 4-byte signature, a
- * version byte, three zero bytes and a plausible size, that takes ~2^-56 per byte.
- * The last file found whole is remembered (path, inode, size, mtime): a load right
- * after a verify does not read the file twice. Returns 0 or -1 with err. */
-static int check_one_gcol(const unsigned char *c, uint64_t size) {
-    uint64_t pos = 16; /* "GCOL", version, 3 reserved, 8-byte collection size */
-    while (pos < size) {
-        if (size - pos < 16) return 0; /* a tail too small for an object header: free space */
-        unsigned idx = (unsigned)c[pos] | (unsigned)c[pos + 1] << 8;
-        uint64_t osize = 0;
-        for (int i = 0; i < 8; i++) osize |= (uint64_t)c[pos + 8 + i] << (8 * i);
-        uint64_t need;
-        if (idx == 0) {
-            need = osize; /* free space: the rest of the collection */
-            if (need == 0) return -1;
-        } else {
-            if (osize > size) return -1;
-            need = 16 + ((osize + 7) & ~(uint64_t)7);
-        }
-        if (need > size - pos) return -1;
-        pos += need;
-    }
-    return 0;
-}
-
-static int check_global_heaps(const char *path, const struct stat *st, fdp_err *err) {
+/* ---- the pass over the file's bytes before HDF5 opens it (flowdp/h5util.h) --------
+ * Checks the file trailer (XXH64 of every byte before it: any changed byte is
+ * refused here, before anything is parsed, the config included) and the global heap
+ * collections (libhdf5 1.10.8 hangs on some damaged ones). The last file found whole
+ * is remembered (path, inode, size, mtime): a load right after a verify does not
+ * read the file twice. Returns 0 or -1 with err. */
+static int check_bytes(const char *path, const struct stat *st, fdp_err *err) {
     static struct {
         char path[CKPT_PATH_MAX];
         dev_t dev;
@@ -903,59 +836,22 @@ static int check_global_heaps(const char *path, const struct stat *st, fdp_err *
     if (strcmp(last.path, path) == 0 && last.dev == st->st_dev && last.ino == st->st_ino && last.size == st->st_size &&
         last.mtime.tv_sec == st->st_mtim.tv_sec && last.mtime.tv_nsec == st->st_mtim.tv_nsec)
         return 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fdp_err_set(err, "checkpoint %s: cannot open: %s", path, strerror(errno));
-    uint64_t fsize = (uint64_t)st->st_size;
-    enum { BLOCK = 1 << 20 };
-    unsigned char *buf = malloc(BLOCK + 16);
-    unsigned char *col = NULL;
-    int rc = buf ? 0 : fdp_err_set(err, "checkpoint %s: out of memory", path);
-    for (uint64_t base = 0; !rc && base < fsize; base += BLOCK) {
-        /* this block plus the 15 bytes of a collection header that may start in it */
-        size_t want = (size_t)(fsize - base < BLOCK + 16 ? fsize - base : BLOCK + 16), got = 0;
-        int e = 0;
-        while (got < want) {
-            ssize_t r = pread(fd, buf + got, want - got, (off_t)(base + got));
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0) e = errno;
-            if (r <= 0) break;
-            got += (size_t)r;
-        }
-        if (got < want) {
-            rc = fdp_err_set(err, "checkpoint %s: cannot read: %s", path, e ? strerror(e) : "the file shrank while read");
-            break;
-        }
-        size_t scan_end = want < BLOCK ? want : BLOCK;
-        for (size_t i = 0; i + 16 <= want && i < scan_end && !rc; i++) {
-            if (buf[i] != 'G' || memcmp(buf + i, "GCOL\1\0\0\0", 8) != 0) continue;
-            uint64_t csize = 0;
-            for (int k = 0; k < 8; k++) csize |= (uint64_t)buf[i + 8 + k] << (8 * k);
-            uint64_t at = base + i;
-            if (csize < 4096 || csize > fsize - at) continue; /* HDF5 refuses those itself */
-            unsigned char *nc = realloc(col, (size_t)csize);
-            if (!nc) {
-                rc = fdp_err_set(err, "checkpoint %s: out of memory", path);
-                break;
-            }
-            col = nc;
-            if (pread(fd, col, (size_t)csize, (off_t)at) != (ssize_t)csize)
-                rc = fdp_err_set(err, "checkpoint %s: cannot read: short read", path);
-            else if (check_one_gcol(col, csize) != 0)
-                rc = fdp_err_set(err, "checkpoint %s: damaged file: the HDF5 global heap at byte %llu is inconsistent",
-                                 path, (unsigned long long)at);
-        }
-    }
-    free(col);
-    free(buf);
-    close(fd);
-    if (rc == 0) {
-        snprintf(last.path, sizeof last.path, "%s", path);
-        last.dev = st->st_dev;
-        last.ino = st->st_ino;
-        last.size = st->st_size;
-        last.mtime = st->st_mtim;
-    }
-    return rc;
+    fdp_h5_scan sc;
+    int e = fdp_h5_prescan(path, UINT64_MAX, &sc);
+    if (e) return fdp_err_set(err, "checkpoint %s: cannot read: %s", path, strerror(e));
+    if (sc.trailer == FDP_H5_TRAILER_BAD)
+        return fdp_err_set(err, "checkpoint %s: damaged file: its checksum does not match its bytes (changed or "
+                                "corrupted after it was written); nothing was read from it",
+                           path);
+    if (sc.bad_gcol)
+        return fdp_err_set(err, "checkpoint %s: damaged file: the HDF5 global heap at byte %llu is inconsistent", path,
+                           (unsigned long long)(sc.bad_gcol - 1));
+    snprintf(last.path, sizeof last.path, "%s", path);
+    last.dev = st->st_dev;
+    last.ino = st->st_ino;
+    last.size = st->st_size;
+    last.mtime = st->st_mtim;
+    return 0;
 }
 
 /* Open a checkpoint read-only and check format, version and meta. */
@@ -969,7 +865,7 @@ static hid_t open_checked(const char *path, fdp_ckpt_meta *m, uint64_t *checksum
         fdp_err_set(err, "checkpoint %s: not a regular file", path);
         return -1;
     }
-    if (check_global_heaps(path, &st, err) != 0) return -1;
+    if (check_bytes(path, &st, err) != 0) return -1;
     hid_t fapl = fdp_h5_fapl();
     if (fapl < 0) {
         h5fail(path, err, "cannot set up file access");
@@ -1339,6 +1235,12 @@ static int copy_file(const char *src, const char *dst) {
         close(in);
         return e;
     }
+    if (ioctl(out, FICLONE, in) == 0) { /* a reflink (btrfs, XFS): shares blocks copy-on-write */
+        int e = fsync(out) != 0 ? errno : 0;
+        if (close(out) != 0 && !e) e = errno;
+        close(in);
+        return e;
+    }
     size_t cap = 1 << 20;
     char *buf = malloc(cap);
     int e = buf ? 0 : ENOMEM;
@@ -1367,31 +1269,24 @@ static int copy_file(const char *src, const char *dst) {
 }
 
 int fdp_ckpt_copy_atomic(const char *src, const char *dst, fdp_err *err) {
-    struct stat ss, ds;
-    if (stat(src, &ss) != 0) return fdp_err_set(err, "checkpoint %s: cannot copy to %s: %s", src, dst, strerror(errno));
-    if (stat(dst, &ds) == 0 && ds.st_dev == ss.st_dev && ds.st_ino == ss.st_ino) return 0; /* already the same file */
     char tmp[CKPT_PATH_MAX], dir[CKPT_PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid()) >= (int)sizeof tmp)
         return fdp_err_set(err, "checkpoint %s: path too long", dst);
     dir_of(dst, dir, sizeof dir);
     unlink(tmp);
-    if (link(src, tmp) != 0) {
-        int e = errno;
-        if (e == ENOENT || e == EACCES || e == ENOSPC || e == EROFS || e == ENOTDIR)
-            return fdp_err_set(err, "checkpoint %s: cannot create %s: %s", dst, tmp, strerror(e));
-        /* no hard links here (EXDEV, EPERM, EMLINK, ENOTSUP, ...): copy the bytes */
-        e = copy_file(src, tmp);
-        if (e) {
-            unlink(tmp);
-            return fdp_err_set(err, "checkpoint %s: cannot copy %s to %s: %s", dst, src, tmp, strerror(e));
-        }
+    /* an independent file (never a hard link: editing or damaging one must not change
+     * the other); copy_file clones the extents where the filesystem can (FICLONE) */
+    int e = copy_file(src, tmp);
+    if (e) {
+        unlink(tmp);
+        return fdp_err_set(err, "checkpoint %s: cannot copy %s to %s: %s", dst, src, tmp, strerror(e));
     }
     if (rename(tmp, dst) != 0) {
-        int e = errno;
+        e = errno;
         unlink(tmp);
         return fdp_err_set(err, "checkpoint %s: cannot rename %s over it: %s", dst, tmp, strerror(e));
     }
-    int e = fsync_dir(dir);
+    e = fsync_dir(dir);
     if (e) return fdp_err_set(err, "checkpoint %s: written, but cannot fsync directory %s: %s", dst, dir, strerror(e));
     return 0;
 }

@@ -1,20 +1,18 @@
-/* metrics.c — the HDF5 metrics file: rows buffered in memory and appended by
- * open -> append -> flush -> close, in place when no new chunk is needed and by
- * copy + rename otherwise, so that the file stays readable by h5py/h5dump during
- * the run and after a kill -9. Layout and policy: include/flowdp/metrics.h.
+/* metrics.c — the HDF5 metrics file: rows buffered in memory, appended to an
+ * in-memory copy of the file (HDF5's core driver, no backing store) and written
+ * out whole as "<path>.tmp.<pid>" + fsync + rename. HDF5 itself never writes to
+ * the disk: HDF5 1.10 cannot recover from a failed write (disk full, EFBIG past
+ * `ulimit -f`, EIO): H5Fclose fails, the half-closed file stays registered and
+ * the library crashes in its atexit handler. Here a disk error is a plain errno,
+ * the file on disk is always a complete earlier version, and the rows stay in the
+ * in-memory file to be written by the next flush. Layout and policy:
+ * include/flowdp/metrics.h.
  *
- * Measured cost of one flush of one train row (Debian HDF5 1.10.8, ext4 on a
- * virtual disk; tests/test_metrics.c prints it as "metrics: ..."):
- *   in place (the common case)   0.3 ms (-O2), 1-2 ms (ASan debug build); the
- *                                same at 1 million rows: it rewrites the 32 KB
- *                                chunk of each of the 7 columns and their headers
- *   copy + rename (new chunk)    2-3 ms at 1 MB, 215 ms at 56 MB (1M rows):
- *                                copy + fsync, once per 4096 rows
- *   buffered append              < 0.1 us
- * Flushing every row would cost 0.3 ms per training step: nothing at a few steps
- * per second, 3% of a 10 ms step. The default policy flushes at most once per
- * second (and at once for test rows): < 0.05% of wall time, and a kill loses at
- * most the last second of rows. */
+ * Cost: one flush writes the whole file (about 250 KB for the first 4096 train
+ * rows, 56 MB at a million rows); the flush interval grows with the time a write
+ * takes (at least 50x it), so writing stays under 2% of wall time. A kill loses at
+ * most the rows since the last flush, which a resumed run recomputes anyway (the
+ * rows after the checkpoint's step are dropped on resume). */
 #include "flowdp/h5util.h"
 #include "flowdp/metrics.h"
 
@@ -60,11 +58,14 @@ struct fdp_metrics {
     row_buf buf[2];        /* 0 train, 1 test */
     int64_t file_rows[2];  /* rows in the file */
     hsize_t chunk[2];      /* chunk size (rows) of each group in the file */
-    int resync;            /* a flush failed half-way: re-read the file before the next one */
+    hid_t mem;             /* the in-memory file (core driver, no backing store) */
+    int dirty;             /* mem holds rows not yet written to path */
+    int64_t disk_rows[2];  /* rows of each group in the last version written to path */
+    double write_s;        /* seconds the last whole-file write took */
     int max_rows;
     double max_seconds;
     double oldest;         /* time of the oldest buffered row */
-    int warned_rewrite;
+    unsigned serial;       /* makes each in-memory file name unique */
 };
 
 static double now_s(void) {
@@ -78,23 +79,6 @@ static int h5fail(const char *path, fdp_err *err, const char *what) {
     char cause[600];
     fdp_h5_cause(cause, sizeof cause);
     return fdp_err_set(err, "metrics %s: %s: %s", path, what, cause);
-}
-
-/* Open with our file access; on failure the HDF5 cause goes into cause. */
-static hid_t open_h5(const char *fname, unsigned flags, char *cause, size_t len) {
-    hid_t fapl = fdp_h5_fapl();
-    hid_t f = fapl < 0 ? -1 : H5Fopen(fname, flags, fapl);
-    if (f < 0) fdp_h5_cause(cause, len);
-    if (fapl >= 0) H5Pclose(fapl);
-    return f;
-}
-
-/* Close a file we wrote: flush (raw data, then metadata), close. */
-static int close_written(hid_t file, const char *path, fdp_err *err) {
-    int rc = 0;
-    if (H5Fflush(file, H5F_SCOPE_LOCAL) < 0) rc = h5fail(path, err, "cannot flush");
-    if (H5Fclose(file) < 0 && !rc) rc = h5fail(path, err, "cannot close");
-    return rc;
 }
 
 /* ---- file structure ----------------------------------------------------------------- */
@@ -294,7 +278,7 @@ static int op_truncate(hid_t file, fdp_metrics *m, const int64_t *ctx, fdp_err *
 
 typedef int (*file_op)(hid_t file, fdp_metrics *m, const int64_t *ctx, fdp_err *err);
 
-/* ---- safe file replacement ---------------------------------------------------------- */
+/* ---- the in-memory file and writing it out ---------------------------------------- */
 static void dir_of(const char *path, char *out, size_t len) {
     const char *slash = strrchr(path, '/');
     if (!slash) snprintf(out, len, ".");
@@ -302,98 +286,115 @@ static void dir_of(const char *path, char *out, size_t len) {
     else snprintf(out, len, "%.*s", (int)(slash - path), path);
 }
 
-static int copy_bytes(const char *src, const char *dst) {
-    int in = open(src, O_RDONLY);
-    if (in < 0) return errno;
-    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out < 0) {
-        int e = errno;
-        close(in);
-        return e;
-    }
-    size_t cap = 1 << 20;
-    char *buf = malloc(cap);
-    int e = buf ? 0 : ENOMEM;
-    while (!e) {
-        ssize_t r = read(in, buf, cap);
-        if (r < 0) {
+/* Write n bytes to a new file (created or truncated), fsync, close: 0 or an errno. */
+static int write_all(const char *tmp, const void *data, size_t n) {
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return errno;
+    int e = 0;
+    for (size_t o = 0; o < n && !e;) {
+        ssize_t w = write(fd, (const char *)data + o, n - o);
+        if (w < 0) {
             if (errno != EINTR) e = errno;
-            continue;
-        }
-        if (r == 0) break;
-        for (ssize_t o = 0; o < r && !e;) {
-            ssize_t w = write(out, buf + o, (size_t)(r - o));
-            if (w < 0) {
-                if (errno != EINTR) e = errno;
-            } else {
-                o += w;
-            }
+        } else {
+            o += (size_t)w;
         }
     }
-    free(buf);
-    if (close(out) != 0 && !e) e = errno;
-    close(in);
+    if (!e && fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && !e) e = errno;
     return e;
 }
 
-/* fsync tmp, rename it over path, fsync the directory. */
-static int commit_tmp(const char *tmp, const char *path, fdp_err *err) {
-    int fd = open(tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return fdp_err_set(err, "metrics %s: cannot fsync %s: %s", path, tmp, strerror(e));
+/* The in-memory file: created empty (image NULL) or opened from a file image. */
+static hid_t mem_open(fdp_metrics *m, const void *image, size_t n, char *cause, size_t len) {
+    hid_t fapl = fdp_h5_fapl();
+    char name[MET_PATH_MAX + 48];
+    snprintf(name, sizeof name, "%s.mem.%ld.%u", m->path, (long)getpid(), m->serial++);
+    hid_t f = -1;
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) >= 0 &&
+        (!image || H5Pset_file_image(fapl, (void *)image, n) >= 0))
+        f = image ? H5Fopen(name, H5F_ACC_RDWR, fapl) : H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (f < 0) fdp_h5_cause(cause, len);
+    if (fapl >= 0) H5Pclose(fapl);
+    return f;
+}
+
+/* Write the in-memory file to "<path>.tmp.<pid>", fsync, rename over path, fsync the
+ * directory. On failure the file at path is untouched and m->dirty stays set. */
+static int write_out(fdp_metrics *m, fdp_err *err) {
+    double t0 = now_s();
+    if (H5Fflush(m->mem, H5F_SCOPE_LOCAL) < 0) return h5fail(m->path, err, "cannot flush the in-memory file");
+    ssize_t n = H5Fget_file_image(m->mem, NULL, 0);
+    unsigned char *img = n > 0 ? malloc((size_t)n) : NULL;
+    int rc = 0;
+    if (n <= 0 || !img || H5Fget_file_image(m->mem, img, (size_t)n) != n)
+        rc = n > 0 && !img ? fdp_err_set(err, "metrics %s: out of memory for a %lld-byte image", m->path, (long long)n)
+                           : h5fail(m->path, err, "cannot take the file image");
+    if (!rc && fdp_h5_image_fix_superblock(img, (size_t)n) != 0)
+        rc = fdp_err_set(err, "metrics %s: the in-memory image does not start with a version-2 superblock", m->path);
+    char tmp[MET_PATH_MAX + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", m->path, (long)getpid());
+    int e = rc ? 0 : write_all(tmp, img, (size_t)n);
+    free(img);
+    if (!rc && e) rc = fdp_err_set(err, "metrics %s: cannot write %s: %s", m->path, tmp, strerror(e));
+    if (!rc && rename(tmp, m->path) != 0)
+        rc = fdp_err_set(err, "metrics %s: cannot rename %s over it: %s", m->path, tmp, strerror(errno));
+    if (rc) {
+        unlink(tmp);
+        return rc;
     }
-    close(fd);
-    if (rename(tmp, path) != 0) return fdp_err_set(err, "metrics %s: cannot rename %s over it: %s", path, tmp, strerror(errno));
     char dir[MET_PATH_MAX];
-    dir_of(path, dir, sizeof dir);
-    fd = open(dir, O_RDONLY | O_DIRECTORY);
+    dir_of(m->path, dir, sizeof dir);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd >= 0) {
         fsync(fd); /* best effort: the data is in place either way */
         close(fd);
     }
+    m->dirty = 0;
+    m->disk_rows[0] = m->file_rows[0];
+    m->disk_rows[1] = m->file_rows[1];
+    m->write_s = now_s() - t0;
     return 0;
 }
 
-/* Apply op to a copy of the file (or to a new file when create) and rename it
- * over the original: a kill leaves either the old or the new file. */
-static int rewrite(fdp_metrics *m, int create, file_op op, const int64_t *ctx, fdp_err *err) {
-    char tmp[MET_PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", m->path, (long)getpid());
-    hid_t file;
-    if (create) {
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0) return fdp_err_set(err, "metrics %s: cannot create %s: %s", m->path, tmp, strerror(errno));
+/* Read the whole file at path into a malloc'd buffer: 0, or an errno. */
+static int read_all(const char *path, unsigned char **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int e = S_ISDIR(st.st_mode) ? EISDIR : errno ? errno : EINVAL;
         close(fd);
-        hid_t fapl = fdp_h5_fapl();
-        file = fapl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-        if (file < 0) h5fail(m->path, err, "cannot create the file");
-        if (fapl >= 0) H5Pclose(fapl);
-        if (file >= 0 && create_structure(file, m->path, err) != 0) {
-            H5Fclose(file);
-            file = -1;
-        }
-    } else {
-        int e = copy_bytes(m->path, tmp);
-        if (e) {
-            unlink(tmp);
-            return fdp_err_set(err, "metrics %s: cannot copy it to %s: %s", m->path, tmp, strerror(e));
-        }
-        char cause[600];
-        file = open_h5(tmp, H5F_ACC_RDWR, cause, sizeof cause);
-        if (file < 0) fdp_err_set(err, "metrics %s: cannot open its copy for writing: %s", m->path, cause);
+        return e;
     }
-    int rc = file < 0 ? -1 : 0;
-    if (!rc && op && op(file, m, ctx, err) != 0) {
-        H5Fclose(file);
-        rc = -1;
-    } else if (!rc) {
-        rc = close_written(file, m->path, err);
+    size_t cap = (size_t)st.st_size + 1, len = 0;
+    unsigned char *buf = malloc(cap);
+    int e = buf ? 0 : ENOMEM;
+    while (!e) {
+        if (len == cap) {
+            unsigned char *b2 = realloc(buf, cap * 2);
+            if (!b2) { e = ENOMEM; break; }
+            buf = b2;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0) {
+            if (errno != EINTR) e = errno;
+        } else if (r == 0) {
+            break;
+        } else {
+            len += (size_t)r;
+        }
     }
-    if (!rc) rc = commit_tmp(tmp, m->path, err);
-    if (rc) unlink(tmp);
-    return rc;
+    close(fd);
+    if (e) {
+        free(buf);
+        return e;
+    }
+    *out = buf;
+    *n = len;
+    return 0;
 }
 
 /* ---- buffering ---------------------------------------------------------------------- */
@@ -406,12 +407,6 @@ static void buf_push(row_buf *b, int ncols, const void *vals8) {
     b->n++;
 }
 
-static void buf_drop_front(row_buf *b, int ncols, int64_t k) {
-    if (k <= 0) return;
-    if (k > b->n) k = b->n;
-    for (int c = 0; c < ncols; c++) memmove(b->col[c], b->col[c] + 8 * k, 8 * (size_t)(b->n - k));
-    b->n -= k;
-}
 
 static int64_t buf_step(const row_buf *b, int64_t i) {
     int64_t s;
@@ -419,72 +414,21 @@ static int64_t buf_step(const row_buf *b, int64_t i) {
     return s;
 }
 
-static int needs_new_chunk(const fdp_metrics *m, int g) {
-    int64_t k = m->buf[g].n, f = m->file_rows[g], c = (int64_t)m->chunk[g];
-    if (k == 0) return 0;
-    int64_t allocated = (f + c - 1) / c;
-    return (f + k - 1) / c >= allocated;
-}
 
-/* Re-read the row counts after a failed flush, cut ragged columns, and drop the
- * buffered rows that did reach the file. */
-static int resync(fdp_metrics *m, fdp_err *err) {
-    char cause[600];
-    int64_t before[2] = {m->file_rows[0], m->file_rows[1]};
-    hid_t file = open_h5(m->path, H5F_ACC_RDONLY, cause, sizeof cause);
-    if (file < 0) return fdp_err_set(err, "metrics %s: cannot reopen: %s", m->path, cause);
-    int64_t rows[2];
-    int ragged[2];
-    hsize_t chunk[2];
-    int rc = inspect(file, rows, ragged, chunk, m->path, err);
-    H5Fclose(file);
-    if (rc) return rc;
-    if (ragged[0] || ragged[1]) {
-        int64_t all = INT64_MAX;
-        if (rewrite(m, 0, op_truncate, &all, err)) return -1;
-    }
-    for (int g = 0; g < 2; g++) {
-        if (rows[g] > before[g]) buf_drop_front(&m->buf[g], groups[g].ncols, rows[g] - before[g]);
-        m->file_rows[g] = rows[g];
-        m->chunk[g] = chunk[g];
-    }
-    m->resync = 0;
-    return 0;
-}
 
+/* Append the buffered rows to the in-memory file, then write it out. Rows that
+ * reached the in-memory file leave the buffer even when the write fails: the next
+ * flush writes them. */
 static int flush_locked(fdp_metrics *m, fdp_err *err) {
-    if (m->buf[0].n == 0 && m->buf[1].n == 0) return 0;
-    if (m->resync && resync(m, err)) return -1;
-    if (m->buf[0].n == 0 && m->buf[1].n == 0) return 0;
-    int rc;
-    if (!needs_new_chunk(m, 0) && !needs_new_chunk(m, 1)) {
-        char cause[600];
-        hid_t file = open_h5(m->path, H5F_ACC_RDWR, cause, sizeof cause);
-        if (file >= 0) {
-            rc = op_append(file, m, NULL, err);
-            if (rc) H5Fclose(file);
-            else rc = close_written(file, m->path, err);
-            if (rc) {
-                m->resync = 1;
-                return -1;
-            }
-            goto done;
+    if (m->buf[0].n || m->buf[1].n) {
+        if (op_append(m->mem, m, NULL, err) != 0) return -1;
+        for (int g = 0; g < 2; g++) {
+            m->file_rows[g] += m->buf[g].n;
+            m->buf[g].n = 0;
         }
-        if (!m->warned_rewrite) {
-            fdp_warn("metrics %s: cannot open it for writing in place (%s); appending by copy + rename "
-                     "(typically a reader, h5py or h5dump, holding the file open)",
-                     m->path, cause);
-            m->warned_rewrite = 1;
-        }
+        m->dirty = 1;
     }
-    rc = rewrite(m, 0, op_append, NULL, err);
-    if (rc) return -1;
-done:
-    for (int g = 0; g < 2; g++) {
-        m->file_rows[g] += m->buf[g].n;
-        m->buf[g].n = 0;
-    }
-    return 0;
+    return m->dirty ? write_out(m, err) : 0;
 }
 
 int fdp_metrics_flush(fdp_metrics *m, fdp_err *err) {
@@ -497,13 +441,38 @@ int fdp_metrics_flush(fdp_metrics *m, fdp_err *err) {
 }
 
 /* ---- public API ---------------------------------------------------------------------- */
-fdp_metrics *fdp_metrics_open(const char *path, int truncate, fdp_err *err) {
+/* Open path's contents as the in-memory file (inspected); 0, or -1 + err. */
+static int load_existing(fdp_metrics *m, fdp_err *err) {
+    unsigned char *img = NULL;
+    size_t n = 0;
+    int e = read_all(m->path, &img, &n);
+    if (e) return fdp_err_set(err, "metrics %s: cannot read it: %s", m->path, strerror(e));
+    char cause[600];
+    m->mem = fdp_h5_is_hdf5(img, n) ? mem_open(m, img, n, cause, sizeof cause) : -1;
+    free(img);
+    if (m->mem < 0) return fdp_err_set(err, "metrics %s: not a flowdp metrics file (not a readable HDF5 file)", m->path);
+    int ragged[2];
+    if (inspect(m->mem, m->file_rows, ragged, m->chunk, m->path, err) != 0) return -1;
+    m->disk_rows[0] = m->file_rows[0];
+    m->disk_rows[1] = m->file_rows[1];
+    if (ragged[0] || ragged[1]) {
+        fdp_warn("metrics %s: columns of unequal length (a writer was killed mid-append); cutting to the shortest",
+                 m->path);
+        int64_t all = INT64_MAX;
+        if (op_truncate(m->mem, m, &all, err) != 0) return -1;
+        m->dirty = 1;
+    }
+    return 0;
+}
+
+fdp_metrics *fdp_metrics_open(const char *path, int mode, fdp_err *err) {
     if (!path || !*path || strlen(path) >= MET_PATH_MAX) {
         fdp_err_set(err, "metrics: bad path");
         return NULL;
     }
     fdp_metrics *m = fdp_xcalloc(1, sizeof *m);
     snprintf(m->path, sizeof m->path, "%s", path);
+    m->mem = -1;
     m->max_rows = 1000000;
     m->max_seconds = 1.0;
     m->chunk[0] = groups[0].chunk;
@@ -515,27 +484,40 @@ fdp_metrics *fdp_metrics_open(const char *path, int truncate, fdp_err *err) {
     int exists = stat(path, &st) == 0;
     if (!exists && errno != ENOENT) {
         rc = fdp_err_set(err, "metrics %s: cannot access: %s", path, strerror(errno));
-    } else if (truncate || !exists) {
-        rc = rewrite(m, 1, NULL, NULL, err);
-    } else {
-        char cause[600];
-        hid_t file = open_h5(path, H5F_ACC_RDONLY, cause, sizeof cause);
-        if (file < 0) {
-            rc = fdp_err_set(err, "metrics %s: not a readable HDF5 file (corrupt or truncated?): %s", path, cause);
-        } else {
-            int ragged[2];
-            rc = inspect(file, m->file_rows, ragged, m->chunk, path, err);
-            H5Fclose(file);
-            if (!rc && (ragged[0] || ragged[1])) {
-                fdp_warn("metrics %s: columns of unequal length (a writer was killed mid-append); cutting to the shortest",
-                         path);
-                int64_t all = INT64_MAX;
-                rc = rewrite(m, 0, op_truncate, &all, err);
-            }
+    } else if (exists && S_ISDIR(st.st_mode)) {
+        rc = fdp_err_set(err, "metrics %s: is a directory", path);
+    } else if (exists) {
+        /* resume appends to it; a new run replaces it, but only when it is a metrics file */
+        rc = load_existing(m, err);
+        if (rc && (mode & FDP_METRICS_TRUNCATE) && (mode & FDP_METRICS_FORCE)) {
+            if (m->mem >= 0) H5Fclose(m->mem);
+            m->mem = -1;
+            rc = 0;
+        } else if (rc && (mode & FDP_METRICS_TRUNCATE)) {
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            rc = fdp_err_set(err, "%s; a new run replaces only a flowdp metrics file: move it away or choose "
+                                  "another [log] metrics", why);
+        }
+        if (!rc && (mode & FDP_METRICS_TRUNCATE)) {
+            if (m->mem >= 0) H5Fclose(m->mem);
+            m->mem = -1;
         }
     }
+    if (!rc && m->mem < 0) { /* a new file: created in memory and written out at once */
+        char cause[600];
+        m->file_rows[0] = m->file_rows[1] = 0;
+        m->chunk[0] = groups[0].chunk;
+        m->chunk[1] = groups[1].chunk;
+        m->mem = mem_open(m, NULL, 0, cause, sizeof cause);
+        if (m->mem < 0) rc = fdp_err_set(err, "metrics %s: cannot create the in-memory file: %s", path, cause);
+        else rc = create_structure(m->mem, path, err);
+        m->dirty = 1;
+    }
+    if (!rc && m->dirty) rc = write_out(m, err);
     fdp_h5_quiet_end(&q);
     if (rc) {
+        if (m->mem >= 0) H5Fclose(m->mem);
         free(m);
         return NULL;
     }
@@ -545,7 +527,8 @@ fdp_metrics *fdp_metrics_open(const char *path, int truncate, fdp_err *err) {
 static int maybe_flush(fdp_metrics *m, int force, fdp_err *err) {
     int64_t pending = m->buf[0].n + m->buf[1].n;
     if (pending == 0) return 0;
-    if (!force && pending < m->max_rows && (m->max_seconds > 0 && now_s() - m->oldest < m->max_seconds)) return 0;
+    double interval = m->max_seconds > 0 && m->max_seconds < 50 * m->write_s ? 50 * m->write_s : m->max_seconds;
+    if (!force && pending < m->max_rows && (m->max_seconds > 0 && now_s() - m->oldest < interval)) return 0;
     int rc = fdp_metrics_flush(m, err);
     if (rc) m->oldest = now_s(); /* retry after max_seconds, not at every row */
     return rc;
@@ -585,34 +568,10 @@ int fdp_metrics_truncate_after(fdp_metrics *m, int64_t step, fdp_err *err) {
     }
     fdp_h5_quiet q;
     fdp_h5_quiet_begin(&q);
-    int rc = 0;
-    if (m->resync) rc = resync(m, err);
-    /* read-only look first: most resumes have nothing to drop */
-    int need = 0;
-    if (!rc) {
-        char cause[600];
-        hid_t file = open_h5(m->path, H5F_ACC_RDONLY, cause, sizeof cause);
-        if (file < 0) rc = fdp_err_set(err, "metrics %s: cannot open: %s", m->path, cause);
-        for (int g = 0; g < 2 && !rc; g++) {
-            if (m->file_rows[g] == 0) continue;
-            char name[64];
-            snprintf(name, sizeof name, "%s/step", groups[g].name);
-            hid_t ds = H5Dopen2(file, name, H5P_DEFAULT), fsp = -1, msp = -1;
-            hsize_t last = (hsize_t)m->file_rows[g] - 1, one = 1;
-            int64_t s = 0;
-            if (ds < 0 || (fsp = H5Dget_space(ds)) < 0 ||
-                H5Sselect_hyperslab(fsp, H5S_SELECT_SET, &last, NULL, &one, NULL) < 0 ||
-                (msp = H5Screate_simple(1, &one, NULL)) < 0 || H5Dread(ds, H5T_NATIVE_INT64, msp, fsp, H5P_DEFAULT, &s) < 0)
-                rc = h5fail(m->path, err, "cannot read the step column");
-            if (fsp >= 0) H5Sclose(fsp);
-            if (msp >= 0) H5Sclose(msp);
-            if (ds >= 0) H5Dclose(ds);
-            if (s > step) need = 1;
-        }
-        if (file >= 0) H5Fclose(file);
-    }
-    if (!rc && need) rc = rewrite(m, 0, op_truncate, &step, err);
-    if (rc) m->resync = 1; /* re-read the file before the next flush */
+    int64_t before[2] = {m->file_rows[0], m->file_rows[1]};
+    int rc = op_truncate(m->mem, m, &step, err);
+    if (!rc && (m->file_rows[0] != before[0] || m->file_rows[1] != before[1])) m->dirty = 1;
+    if (!rc && m->dirty) rc = write_out(m, err);
     fdp_h5_quiet_end(&q);
     return rc;
 }
@@ -627,12 +586,21 @@ int64_t fdp_metrics_rows(const fdp_metrics *m, int test, int include_buffered) {
     return m->file_rows[g] + (include_buffered ? m->buf[g].n : 0);
 }
 
-void fdp_metrics_close(fdp_metrics *m) {
-    if (!m) return;
-    fdp_err e = {{0}};
-    if (fdp_metrics_flush(m, &e) != 0)
-        fdp_warn("%s (%lld rows lost)", e.msg, (long long)(m->buf[0].n + m->buf[1].n));
+int fdp_metrics_close(fdp_metrics *m, fdp_err *err) {
+    if (!m) return 0;
+    int rc = fdp_metrics_flush(m, err);
+    int64_t pending = m->buf[0].n + m->buf[1].n + m->file_rows[0] + m->file_rows[1] - m->disk_rows[0] - m->disk_rows[1];
+    if (rc) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        fdp_err_set(err, "%s (the last %lld rows are not in the file)", why, (long long)(pending > 0 ? pending : 0));
+    }
+    fdp_h5_quiet q;
+    fdp_h5_quiet_begin(&q);
+    if (m->mem >= 0) H5Fclose(m->mem); /* in memory: cannot fail on the disk */
+    fdp_h5_quiet_end(&q);
     for (int g = 0; g < 2; g++)
         for (int c = 0; c < MET_MAX_COLS; c++) free(m->buf[g].col[c]);
     free(m);
+    return rc;
 }

@@ -6,6 +6,8 @@
 #include "flowdp/trainer.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,8 +64,15 @@ static int mkdir_p(const char *path) {
         }
     }
     if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
+    struct stat st;
+    if (stat(tmp, &st) != 0) return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
     return 0;
 }
+
 
 /* learning rate at step (0-based) of total */
 static double lr_at(const fdp_config *cfg, int64_t step, int64_t total) {
@@ -118,6 +127,7 @@ typedef struct trainer {
     int on_device;       /* parameters, gradients and activations live in GPU memory */
     fdp_source train, test; /* in memory (idx, cifar10) or streamed from shards (hdf5) */
     fdp_metrics *metrics;
+    int metrics_failing; /* the last metrics write failed (warned once per streak) */
     int per_rank_batch;
     int64_t steps_per_epoch, total_steps, step;
     uint64_t seed;
@@ -127,6 +137,81 @@ typedef struct trainer {
     char ckpt_dir[FDP_CONFIG_STR_MAX];
     int64_t last_ckpt_step;
 } trainer;
+
+/* Collective: did any rank see bad input? The lowest such rank prints its message,
+ * once for the whole job, as "flowdp-train: <message>" (the program then exits 2). */
+static int any_bad(trainer *t, int bad, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int any_bad(trainer *t, int bad, const char *fmt, ...) {
+    int64_t first = bad ? t->rank : INT64_MAX;
+    if (t->world > 1) fdp_comm_allreduce_i64(t->comm, &first, 1, FDP_REDUCE_MIN);
+    if (first == INT64_MAX) return 0;
+    if (first == t->rank) {
+        char msg[2048];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "%s: %s\n", fdp_log_prog(), msg);
+        fflush(stderr);
+    }
+    return 1;
+}
+
+/* Can files be created in dir? (root passes permission bits, so try: a read-only
+ * mount or a full inode table shows up here.) 0, or -1 with errno. */
+static int probe_writable(const char *dir) {
+    char probe[FDP_CONFIG_STR_MAX + 64];
+    snprintf(probe, sizeof probe, "%s/.flowdp-write-test.%ld", dir, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) return -1;
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
+/* Run one metrics call under the HDF5 lock (rank 0). A failure is a warning once per
+ * streak of failures (the rows stay in memory and are written by the next flush). */
+enum { MET_TRAIN_ROW, MET_TEST_ROW, MET_FLUSH };
+static void metrics_call(trainer *t, int what, const double *v, int64_t nimg) {
+    if (t->rank != 0 || !t->metrics) return;
+    fdp_err err = {{0}};
+    double ep = (double)t->step / (double)t->steps_per_epoch;
+    fdp_hdf5_lock();
+    int rc;
+    if (what == MET_TRAIN_ROW)
+        rc = fdp_metrics_train_row(t->metrics, t->step, ep, v[0], v[1], v[2], v[3], v[4], &err);
+    else if (what == MET_TEST_ROW)
+        rc = fdp_metrics_test_row(t->metrics, t->step, ep, v[0], v[1], nimg, &err);
+    else
+        rc = fdp_metrics_flush(t->metrics, &err);
+    fdp_hdf5_unlock();
+    if (rc && !t->metrics_failing)
+        fdp_warn("%s; the rows stay in memory and the next flush retries", err.msg);
+    else if (!rc && t->metrics_failing && what != MET_TRAIN_ROW)
+        fdp_info("metrics written again (step %lld)", (long long)t->step);
+    if (rc || what != MET_TRAIN_ROW) t->metrics_failing = rc != 0;
+}
+
+/* Rank 0, after every rank checkpointed on a stop signal: <dir>/STOPPED says so, for a
+ * job script that cannot see exit code 3 (mpiexec returns 1 when it was sent SIGTERM
+ * itself, whatever its ranks returned). Removed when a run starts training. */
+static void write_stop_marker(trainer *t) {
+    char path[FDP_CONFIG_STR_MAX + 32], tmp[FDP_CONFIG_STR_MAX + 64], ck[FDP_CONFIG_STR_MAX + 64];
+    snprintf(path, sizeof path, "%s/" FDP_STOP_MARKER, t->ckpt_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    fdp_ckpt_path_for_step(t->ckpt_dir, t->step, ck, sizeof ck);
+    FILE *f = fopen(tmp, "w");
+    int ok = f != NULL;
+    if (f) {
+        ok = fprintf(f, "stopped by a signal after every rank checkpointed at step %lld: requeue to continue\n"
+                        "checkpoint %s\n", (long long)t->step, ck) > 0;
+        ok = (fflush(f) == 0 && fsync(fileno(f)) == 0) && ok;
+        ok = fclose(f) == 0 && ok;
+    }
+    if (ok && rename(tmp, path) == 0) return;
+    fdp_warn("cannot write the stop marker %s: %s (exit code 3 still says it)", path, strerror(errno));
+    unlink(tmp);
+}
 
 /* ---- the optimizer, whichever it is ------------------------------------------------ */
 static float *opt_m(trainer *t) { return t->adamax ? t->optx.m : t->opt.m; }
@@ -280,20 +365,24 @@ static int load_checkpoint(trainer *t, const char *path, fdp_err *err) {
 }
 
 /* ---- evaluation --------------------------------------------------------------- */
-static void evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *images) {
+/* Test-set bpd (every rank). 0, or -1 after one line from the first failing rank. */
+static int evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *images) {
     int64_t n = t->test.n, b, e;
     fdp_eval_range(n, t->rank, t->world, &b, &e);
     fdp_eval_sums s = {0, 0, 0, 0};
     fdp_comm_set_phase(t->comm, "evaluation");
     if (t->use_ema) fdp_ema_swap(&t->ema, t->model->params); /* evaluate the EMA weights */
-    fdp_evaluate(t->model, t->be, t->arena, &t->test, b, e, t->cfg->train.eval_batch_size, t->cfg->data.prefetch,
-                 t->seed, 1, &s);
+    fdp_err err = {{0}};
+    int bad = fdp_evaluate_range(t->model, t->be, t->arena, &t->test, b, e, t->cfg->train.eval_batch_size,
+                                 t->cfg->data.prefetch, t->seed, 1, &s, &err) != 0;
     if (t->use_ema) fdp_ema_swap(&t->ema, t->model->params);
+    if (any_bad(t, bad, "evaluation at step %lld: %s", (long long)t->step, err.msg)) return -1;
     double v[4] = {s.nll, s.bpd, s.bpd_sq, s.count};
     fdp_comm_allreduce_f64(t->comm, v, 4, FDP_REDUCE_SUM);
     fdp_eval_sums g = {v[0], v[1], v[2], v[3]};
     fdp_eval_summary(&g, bpd, stderr_out, NULL);
     *images = (int64_t)v[3];
+    return 0;
 }
 
 /* backward hook: a coupling's gradients are final -> its buckets may start */
@@ -431,13 +520,8 @@ static int train_loop(trainer *t) {
         window_steps++;
 
         if (t->rank == 0 && t->metrics) {
-            fdp_err err = {{0}};
-            double ep = (double)t->step / (double)t->steps_per_epoch;
-            fdp_hdf5_lock();
-            int mrc = fdp_metrics_train_row(t->metrics, t->step, ep, bpd, lr, gnorm, (double)B * t->world / step_time,
-                                            now_s() - t_start, &err);
-            fdp_hdf5_unlock();
-            if (mrc != 0) fdp_warn("metrics: %s", err.msg);
+            double row[5] = {bpd, lr, gnorm, (double)B * t->world / step_time, now_s() - t_start};
+            metrics_call(t, MET_TRAIN_ROW, row, 0);
         }
         if (t->rank == 0 && (t->step % cfg->log.every == 0 || t->step == t->total_steps || tty)) {
             double el = now_s() - t_window;
@@ -487,34 +571,26 @@ static int train_loop(trainer *t) {
             double tb, tse;
             int64_t nimg;
             double t0 = now_s();
-            evaluate(t, &tb, &tse, &nimg);
+            if (evaluate(t, &tb, &tse, &nimg) != 0) {
+                rc = FDP_EXIT_BAD_INPUT;
+                break;
+            }
             t->last_bpd = tb;
             improved = tb < t->best_bpd;
             if (improved) t->best_bpd = tb;
-            fdp_info("%stest bpd %.4f ± %.4f over %lld images at step %lld (epoch %.2f)%s [%.1f s]", tty ? "\r" : "",
-                     tb, tse, (long long)nimg, (long long)t->step, (double)t->step / t->steps_per_epoch,
+            char se[32] = "n/a"; /* fewer than 2 images: no standard error */
+            if (isfinite(tse)) snprintf(se, sizeof se, "%.4f", tse);
+            fdp_info("%stest bpd %.4f ± %s over %lld images at step %lld (epoch %.2f)%s [%.1f s]", tty ? "\r" : "",
+                     tb, se, (long long)nimg, (long long)t->step, (double)t->step / t->steps_per_epoch,
                      improved ? ", best so far" : "", now_s() - t0);
-            if (t->rank == 0 && t->metrics) {
-                fdp_err err = {{0}};
-                fdp_hdf5_lock();
-                int mrc = fdp_metrics_test_row(t->metrics, t->step, (double)t->step / t->steps_per_epoch, tb, tse,
-                                               nimg, &err) != 0 ||
-                          fdp_metrics_flush(t->metrics, &err) != 0;
-                fdp_hdf5_unlock();
-                if (mrc) fdp_warn("metrics: %s", err.msg);
-            }
+            double row[2] = {tb, tse};
+            metrics_call(t, MET_TEST_ROW, row, nimg);
         }
         int stop = agree[2] > 0;
         int do_ckpt = (cfg->checkpoint.every > 0 && t->step % cfg->checkpoint.every == 0) || t->step == t->total_steps ||
                       stop || (improved && cfg->checkpoint.keep_best);
         if (do_ckpt) {
-            if (t->rank == 0 && t->metrics) {
-                fdp_err err = {{0}};
-                fdp_hdf5_lock();
-                int mrc = fdp_metrics_flush(t->metrics, &err);
-                fdp_hdf5_unlock();
-                if (mrc != 0) fdp_warn("metrics: %s", err.msg);
-            }
+            metrics_call(t, MET_FLUSH, NULL, 0);
             fdp_comm_set_phase(t->comm, "checkpoint");
             if (!save_checkpoint(t, improved && cfg->checkpoint.keep_best)) {
                 if (cfg->checkpoint.on_write_error == FDP_ON_WRITE_ERROR_STOP) {
@@ -539,6 +615,7 @@ static int train_loop(trainer *t) {
         if (stop) {
             fdp_info("stop signal received: every rank checkpointed at step %lld; exiting with %d (please requeue)",
                      (long long)t->step, FDP_EXIT_REQUEUE);
+            if (t->rank == 0) write_stop_marker(t);
             rc = FDP_EXIT_REQUEUE;
             break;
         }
@@ -567,6 +644,41 @@ static int train_loop(trainer *t) {
     return rc;
 }
 
+/* Rank 0: open (and write) the metrics file. On resume an unreadable one is moved
+ * aside and a new one started; a new run replaces only a flowdp metrics file
+ * (or anything with --force). 0, or -1 after printing one line. */
+static int open_metrics(trainer *t, int resumed, int force) {
+    const fdp_config *cfg = t->cfg;
+    char mpath[FDP_CONFIG_STR_MAX + 32];
+    if (cfg->log.metrics[0])
+        snprintf(mpath, sizeof mpath, "%s", cfg->log.metrics);
+    else
+        snprintf(mpath, sizeof mpath, "%s/metrics.h5", t->ckpt_dir);
+    fdp_err err = {{0}};
+    fdp_hdf5_lock();
+    int mode = resumed ? 0 : FDP_METRICS_TRUNCATE | (force ? FDP_METRICS_FORCE : 0);
+    t->metrics = fdp_metrics_open(mpath, mode, &err);
+    struct stat st;
+    if (!t->metrics && resumed && stat(mpath, &st) == 0 && S_ISREG(st.st_mode)) {
+        /* resuming with a damaged metrics file: keep it for inspection and start a new one */
+        char aside[FDP_CONFIG_STR_MAX + 64];
+        snprintf(aside, sizeof aside, "%s.corrupt.%ld", mpath, (long)time(NULL));
+        if (rename(mpath, aside) != 0) {
+            fprintf(stderr, "%s: %s; and it cannot be moved aside to %s: %s\n", fdp_log_prog(), err.msg, aside, strerror(errno));
+        } else {
+            fdp_warn("%s; moved aside to %s", err.msg, aside);
+            t->metrics = fdp_metrics_open(mpath, FDP_METRICS_TRUNCATE, &err);
+            if (!t->metrics) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
+        }
+    } else if (!t->metrics) {
+        fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
+    }
+    if (t->metrics && resumed && fdp_metrics_truncate_after(t->metrics, t->step, &err) != 0)
+        fdp_warn("%s", err.msg); /* written again by the next flush */
+    fdp_hdf5_unlock();
+    return t->metrics ? 0 : -1;
+}
+
 int fdp_train_run(const fdp_train_opts *o) {
     const fdp_config *cfg = o->cfg;
     trainer T;
@@ -592,23 +704,23 @@ int fdp_train_run(const fdp_train_opts *o) {
      * the ranks: rank r checks shards r, r + world, ... ---- */
     const char *fmt = cfg->data.format == FDP_DATA_CIFAR10 ? "cifar10" : cfg->data.format == FDP_DATA_IDX ? "idx" : "hdf5";
     if (!cfg->data.train[0]) {
-        if (t->rank == 0) fdp_error("%s: [data] train is not set", cfg->source_path ? cfg->source_path : "config");
+        if (t->rank == 0)
+            fprintf(stderr, "%s: %s: [data] train is not set\n", fdp_log_prog(), cfg->source_path ? cfg->source_path : "config");
         return FDP_EXIT_BAD_INPUT;
     }
     int bad = fdp_source_open(fmt, cfg->data.train, 1, cfg->data.train_limit, &t->train, &err) != 0;
     if (!bad && cfg->data.test[0]) bad = fdp_source_open(fmt, cfg->data.test, 0, cfg->data.test_limit, &t->test, &err) != 0;
     if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->train, t->rank, t->world, &err) != 0;
     if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->test, t->rank, t->world, &err) != 0;
-    if (fdp_comm_any(t->comm, bad)) {
-        if (bad) fdp_error("%s", err.msg);
+    if (any_bad(t, bad, "%s", err.msg)) {
         fdp_source_close(&t->train);
         fdp_source_close(&t->test);
         return FDP_EXIT_BAD_INPUT;
     }
     if (t->test.n > 0 && (t->test.c != t->train.c || t->test.h != t->train.h || t->test.w != t->train.w)) {
         if (t->rank == 0)
-            fdp_error("test set %s is %dx%dx%d but the training set is %dx%dx%d", cfg->data.test, t->test.c, t->test.h,
-                      t->test.w, t->train.c, t->train.h, t->train.w);
+            fprintf(stderr, "%s: test set %s is %dx%dx%d but the training set is %dx%dx%d\n", fdp_log_prog(),
+                    cfg->data.test, t->test.c, t->test.h, t->test.w, t->train.c, t->train.h, t->train.w);
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
@@ -617,8 +729,7 @@ int fdp_train_run(const fdp_train_opts *o) {
     /* the GPU of this rank: local rank modulo the visible devices (flowdp/cuda.h) */
     t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
     bad = t->be == NULL;
-    if (fdp_comm_any(t->comm, bad)) {
-        if (bad) fdp_error("rank %d: %s", t->rank, err.msg);
+    if (any_bad(t, bad, "rank %d: %s", t->rank, err.msg)) {
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
@@ -626,14 +737,14 @@ int fdp_train_run(const fdp_train_opts *o) {
     if (t->on_device) {
         /* collective: checks that no two ranks of a node share a GPU, then ncclCommInitRank */
         if (fdp_nccl_create(t->comm, t->be, &t->nccl, &err) != 0) {
-            if (t->rank == 0) fdp_error("%s", err.msg);
+            if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
             rc = FDP_EXIT_BAD_INPUT;
             goto out;
         }
         fdp_nccl_watchdog_start(t->nccl, cfg->train.watchdog_s > 0 ? cfg->train.watchdog_s : 600.0);
     }
     if (fdp_model_create(cfg, t->train.c, t->train.h, t->train.w, t->be, t->seed, &t->model, &err) != 0) {
-        if (t->rank == 0) fdp_error("%s: %s", cfg->source_path ? cfg->source_path : "config", err.msg);
+        if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
@@ -651,13 +762,16 @@ int fdp_train_run(const fdp_train_opts *o) {
     t->config_text = fdp_config_to_ini(cfg);
 
     /* ---- resume ---- */
+    bad = 0;
+    const char *what = "";
     if (t->rank == 0 && mkdir_p(t->ckpt_dir) != 0) {
-        fdp_error("cannot create checkpoint directory %s: %s", t->ckpt_dir, strerror(errno));
-        bad = 1;
-    } else {
-        bad = 0;
+        what = "cannot create it";
+        bad = errno;
+    } else if (t->rank == 0 && probe_writable(t->ckpt_dir) != 0) {
+        what = "cannot write into it";
+        bad = errno;
     }
-    if (fdp_comm_any(t->comm, bad)) {
+    if (any_bad(t, bad != 0, "[checkpoint] dir %s: %s: %s", t->ckpt_dir, what, strerror(bad))) {
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
@@ -679,8 +793,7 @@ int fdp_train_run(const fdp_train_opts *o) {
         }
         if (found) {
             bad = load_checkpoint(t, rpath, &err) != 0;
-            if (fdp_comm_any(t->comm, bad)) {
-                if (bad) fdp_error("cannot resume: %s", err.msg);
+            if (any_bad(t, bad, "cannot resume: %s", err.msg)) {
                 rc = FDP_EXIT_BAD_INPUT;
                 goto out;
             }
@@ -700,8 +813,8 @@ int fdp_train_run(const fdp_train_opts *o) {
     t->steps_per_epoch = fdp_sampler_steps_per_epoch(t->train.n, t->world, t->per_rank_batch);
     if (t->steps_per_epoch < 1) {
         if (t->rank == 0)
-            fdp_error("%s: %lld training images cannot fill one global batch of %d x %d ranks", cfg->data.train,
-                      (long long)t->train.n, t->per_rank_batch, t->world);
+            fprintf(stderr, "%s: %s: %lld training images cannot fill one global batch of %d x %d ranks\n",
+                    fdp_log_prog(), cfg->data.train, (long long)t->train.n, t->per_rank_batch, t->world);
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
@@ -709,25 +822,11 @@ int fdp_train_run(const fdp_train_opts *o) {
     t->buckets = fdp_buckets_create(t->comm, t->model->params, cfg->train.bucket_mb);
     if (t->nccl) fdp_buckets_use_nccl(t->buckets, t->nccl);
 
-    /* ---- metrics (rank 0) ---- */
-    if (t->rank == 0) {
-        char mpath[FDP_CONFIG_STR_MAX + 32];
-        if (cfg->log.metrics[0])
-            snprintf(mpath, sizeof mpath, "%s", cfg->log.metrics);
-        else
-            snprintf(mpath, sizeof mpath, "%s/metrics.h5", t->ckpt_dir);
-        t->metrics = fdp_metrics_open(mpath, !resumed, &err);
-        if (!t->metrics) {
-            /* keep the unreadable file for inspection and start a new one */
-            char aside[FDP_CONFIG_STR_MAX + 64];
-            snprintf(aside, sizeof aside, "%s.corrupt.%ld", mpath, (long)time(NULL));
-            fdp_warn("%s; moved aside to %s", err.msg, aside);
-            rename(mpath, aside);
-            t->metrics = fdp_metrics_open(mpath, 1, &err);
-            if (!t->metrics) fdp_warn("metrics disabled: %s", err.msg);
-        }
-        if (t->metrics && resumed && fdp_metrics_truncate_after(t->metrics, t->step, &err) != 0)
-            fdp_warn("metrics: %s", err.msg);
+    /* ---- metrics (rank 0): opened and written now, so an unwritable place stops the run here ---- */
+    bad = t->rank == 0 && open_metrics(t, resumed, o->force) != 0;
+    if (fdp_comm_any(t->comm, bad)) {
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
     }
 
     fdp_info("flowdp-train: %s %dx%dx%d, %lld parameters | %d rank(s) x batch %d = %d | %lld train / %lld test images | "
@@ -737,6 +836,11 @@ int fdp_train_run(const fdp_train_opts *o) {
              (long long)t->total_steps, (long long)t->steps_per_epoch, t->be->name, t->be->num_threads,
              cfg->train.rebuild_activations ? "rebuilt in backward" : "stored");
     install_signals(cfg);
+    if (t->rank == 0) { /* a requeued run has started: the stop marker of the last one is done */
+        char marker[FDP_CONFIG_STR_MAX + 32];
+        snprintf(marker, sizeof marker, "%s/" FDP_STOP_MARKER, t->ckpt_dir);
+        if (unlink(marker) != 0 && errno != ENOENT) fdp_warn("cannot remove %s: %s", marker, strerror(errno));
+    }
     if (t->step >= t->total_steps) {
         fdp_info("nothing to do: the checkpoint is at step %lld of %lld", (long long)t->step, (long long)t->total_steps);
     } else {
@@ -745,7 +849,10 @@ int fdp_train_run(const fdp_train_opts *o) {
 
 out:
     if (t->world > 1) fdp_comm_watchdog_start(o->comm, 0);
-    if (t->metrics) fdp_metrics_close(t->metrics);
+    if (t->metrics && fdp_metrics_close(t->metrics, &err) != 0) {
+        fdp_error("%s", err.msg);
+        if (rc == FDP_EXIT_OK || rc == FDP_EXIT_REQUEUE) rc = FDP_EXIT_CKPT_FAILED;
+    }
     if (t->buckets) fdp_buckets_destroy(t->buckets);
     if (t->nccl) fdp_nccl_destroy(t->nccl);
     free(t->config_text);

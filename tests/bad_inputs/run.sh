@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317,SC2034  # functions and arrays used by the sourced case files
 # run.sh — the table-driven bad-input suite. Every case is one row:
 #
 #   bad NAME EXIT 'ERE' [--lines N] [--absent PATH]... -- COMMAND ARGS...
