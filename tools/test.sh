@@ -3,8 +3,9 @@
 # (AddressSanitizer + UndefinedBehaviorSanitizer, warnings fatal; the CUDA
 # kernels compiled with nvcc when the toolkit is present), and runs every test
 # with ctest: unit tests, fixture parity with PyTorch, MPI tests under
-# mpiexec -n 2, end-to-end runs of the programs (a local SLURM cluster among them); then
-# builds the libFuzzer targets with clang (build-fuzz) and fuzzes each for 45 s.
+# mpiexec -n 2, end-to-end runs of the programs (a local SLURM cluster among them), the
+# bad-input suite; then the bad-input suite again on the Release build (build/); then
+# builds the libFuzzer targets with clang (build-fuzz) and fuzzes each for 30 s.
 #   tools/test.sh [ctest arguments, e.g. -R fixture]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,11 +16,22 @@ cmake -S . -B build-test -DFLOWDP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 cmake --build build-test -j"$(nproc)"
 ctest --test-dir build-test --output-on-failure --timeout 900 "$@"
 
-# the libFuzzer targets (tests/fuzz: config, IDX, CIFAR-10, checkpoint loaders): a
-# separate clang build, each target fuzzed for FLOWDP_FUZZ_SECONDS (default 45) over
+# the bad-input suite (tests/bad_inputs) on the Release programs too: the same rows, since
+# optimisation changes what uninitialised memory or a race would do (ctest above ran it on
+# the sanitizer build). Skipped when ctest arguments select a subset.
+if [ $# -eq 0 ]; then
+  echo "test.sh: the bad-input suite on the Release build (build/)"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build -j"$(nproc)" --target flowdp-train flowdp-eval flowdp-sample flowdp-pack
+  bash tests/bad_inputs/run.sh build .
+fi
+
+# the libFuzzer targets (tests/fuzz: config and --set, IDX, CIFAR-10, checkpoint, .npy
+# header, JPEG/PNG decoder, shard index and shard loaders): a separate clang build, each
+# target fuzzed for FLOWDP_FUZZ_SECONDS (default 30) over
 # its committed corpus; a crash, sanitizer report or leak fails
 echo "test.sh: fuzzing (tests/fuzz, clang build in build-fuzz)"
 CC=clang cmake -S . -B build-fuzz -DFLOWDP_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
-  -DFLOWDP_FUZZ_SECONDS="${FLOWDP_FUZZ_SECONDS:-45}" >/dev/null
+  -DFLOWDP_FUZZ_SECONDS="${FLOWDP_FUZZ_SECONDS:-30}" >/dev/null
 cmake --build build-fuzz -j"$(nproc)"
 ctest --test-dir build-fuzz --output-on-failure "$@"
