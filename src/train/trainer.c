@@ -4,6 +4,7 @@
  * from rank 0, periodic test-set evaluation, signal-driven checkpoint + exit,
  * and exact resume on any number of ranks. */
 #include "flowdp/trainer.h"
+#include "trainer_internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -47,32 +48,6 @@ static void install_signals(const fdp_config *cfg) {
     if (cfg->train.signal == FDP_STOP_SIGUSR1) sigaction(SIGUSR1, &sa, NULL);
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int mkdir_p(const char *path) {
-    char tmp[FDP_CONFIG_STR_MAX + 128];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-    struct stat st;
-    if (stat(tmp, &st) != 0) return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
-
 
 /* learning rate at step (0-based) of total */
 static double lr_at(const fdp_config *cfg, int64_t step, int64_t total) {
@@ -110,258 +85,12 @@ static void format_eta(double s, char *out, size_t len) {
         snprintf(out, len, "%lldm%02llds", (long long)(t / 60), (long long)(t % 60));
 }
 
-typedef struct trainer {
-    const fdp_config *cfg;
-    fdp_comm *comm;
-    int rank, world;
-    fdp_backend *be;
-    fdp_model *model;
-    int adamax;          /* [train] optimizer = adamax */
-    fdp_adam opt;        /* Adam state (when !adamax) */
-    fdp_adamax optx;     /* Adamax state (when adamax) */
-    int use_ema;
-    fdp_ema ema;         /* EMA weights (when use_ema) */
-    fdp_arena *arena;
-    fdp_buckets *buckets;
-    fdp_nccl *nccl;      /* the device communicator (CUDA backend), else NULL */
-    int on_device;       /* parameters, gradients and activations live in GPU memory */
-    fdp_source train, test; /* in memory (idx, cifar10) or streamed from shards (hdf5) */
-    fdp_metrics *metrics;
-    int metrics_failing; /* the last metrics write failed (warned once per streak) */
-    int per_rank_batch;
-    int64_t steps_per_epoch, total_steps, step;
-    uint64_t seed;
-    double best_bpd, last_bpd;
-    int64_t nonfinite_skipped;
-    char *config_text;
-    char ckpt_dir[FDP_CONFIG_STR_MAX];
-    int64_t last_ckpt_step;
-} trainer;
-
-/* Collective: did any rank see bad input? The lowest such rank prints its message,
- * once for the whole job, as "flowdp-train: <message>" (the program then exits 2). */
-static int any_bad(trainer *t, int bad, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int any_bad(trainer *t, int bad, const char *fmt, ...) {
-    int64_t first = bad ? t->rank : INT64_MAX;
-    if (t->world > 1) fdp_comm_allreduce_i64(t->comm, &first, 1, FDP_REDUCE_MIN);
-    if (first == INT64_MAX) return 0;
-    if (first == t->rank) {
-        char msg[2048];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        fprintf(stderr, "%s: %s\n", fdp_log_prog(), msg);
-        fflush(stderr);
-    }
-    return 1;
-}
-
-/* Can files be created in dir? (root passes permission bits, so try: a read-only
- * mount or a full inode table shows up here.) 0, or -1 with errno. */
-static int probe_writable(const char *dir) {
-    char probe[FDP_CONFIG_STR_MAX + 64];
-    snprintf(probe, sizeof probe, "%s/.flowdp-write-test.%ld", dir, (long)getpid());
-    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
-    if (fd < 0) return -1;
-    close(fd);
-    unlink(probe);
-    return 0;
-}
-
-/* Run one metrics call under the HDF5 lock (rank 0). A failure is a warning once per
- * streak of failures (the rows stay in memory and are written by the next flush). */
-enum { MET_TRAIN_ROW, MET_TEST_ROW, MET_FLUSH };
-static void metrics_call(trainer *t, int what, const double *v, int64_t nimg) {
-    if (t->rank != 0 || !t->metrics) return;
-    fdp_err err = {{0}};
-    double ep = (double)t->step / (double)t->steps_per_epoch;
-    fdp_hdf5_lock();
-    int rc;
-    if (what == MET_TRAIN_ROW)
-        rc = fdp_metrics_train_row(t->metrics, t->step, ep, v[0], v[1], v[2], v[3], v[4], &err);
-    else if (what == MET_TEST_ROW)
-        rc = fdp_metrics_test_row(t->metrics, t->step, ep, v[0], v[1], nimg, &err);
-    else
-        rc = fdp_metrics_flush(t->metrics, &err);
-    fdp_hdf5_unlock();
-    if (rc && !t->metrics_failing)
-        fdp_warn("%s; the rows stay in memory and the next flush retries", err.msg);
-    else if (!rc && t->metrics_failing && what != MET_TRAIN_ROW)
-        fdp_info("metrics written again (step %lld)", (long long)t->step);
-    if (rc || what != MET_TRAIN_ROW) t->metrics_failing = rc != 0;
-}
-
-/* Rank 0, after every rank checkpointed on a stop signal: <dir>/STOPPED says so, for a
- * job script that cannot see exit code 3 (mpiexec returns 1 when it was sent SIGTERM
- * itself, whatever its ranks returned). Removed when a run starts training. */
-static void write_stop_marker(trainer *t) {
-    char path[FDP_CONFIG_STR_MAX + 32], tmp[FDP_CONFIG_STR_MAX + 64], ck[FDP_CONFIG_STR_MAX + 64];
-    snprintf(path, sizeof path, "%s/" FDP_STOP_MARKER, t->ckpt_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    fdp_ckpt_path_for_step(t->ckpt_dir, t->step, ck, sizeof ck);
-    FILE *f = fopen(tmp, "w");
-    int ok = f != NULL;
-    if (f) {
-        ok = fprintf(f, "stopped by a signal after every rank checkpointed at step %lld: requeue to continue\n"
-                        "checkpoint %s\n", (long long)t->step, ck) > 0;
-        ok = (fflush(f) == 0 && fsync(fileno(f)) == 0) && ok;
-        ok = fclose(f) == 0 && ok;
-    }
-    if (ok && rename(tmp, path) == 0) return;
-    fdp_warn("cannot write the stop marker %s: %s (exit code 3 still says it)", path, strerror(errno));
-    unlink(tmp);
-}
-
-/* ---- the optimizer, whichever it is ------------------------------------------------ */
-static float *opt_m(trainer *t) { return t->adamax ? t->optx.m : t->opt.m; }
-static float *opt_v(trainer *t) { return t->adamax ? t->optx.u : t->opt.v; }
-static void opt_set_step(trainer *t, int64_t step) {
-    if (t->adamax)
-        t->optx.step = step;
-    else
-        t->opt.step = step;
-}
 static void opt_step(trainer *t, float lr, float gscale) {
     if (t->adamax)
         fdp_adamax_step(&t->optx, t->model->params, lr, gscale);
     else
         fdp_adam_step(&t->opt, t->model->params, lr, gscale);
     if (t->use_ema) fdp_ema_update(&t->ema, t->model->params);
-}
-
-/* ---- checkpoints ---------------------------------------------------------------- */
-static void fill_meta(trainer *t, fdp_ckpt_meta *meta) {
-    memset(meta, 0, sizeof *meta);
-    meta->step = t->step;
-    meta->epoch = t->steps_per_epoch ? t->step / t->steps_per_epoch : 0;
-    meta->epoch_step = t->steps_per_epoch ? t->step % t->steps_per_epoch : 0;
-    meta->seed = t->seed;
-    meta->world_size = t->world;
-    meta->best_test_bpd = t->best_bpd;
-    meta->last_test_bpd = t->last_bpd;
-    snprintf(meta->model_type, sizeof meta->model_type, "%s", t->model->type);
-    meta->nonfinite_skipped = t->nonfinite_skipped;
-    meta->image_c = t->model->C;
-    meta->image_h = t->model->H;
-    meta->image_w = t->model->W;
-    meta->global_batch = (int64_t)t->per_rank_batch * t->world;
-}
-
-/* host views of the state (the CPU backend's memory is host memory; a device
- * backend copies into scratch here) */
-static fdp_ckpt_state host_state(trainer *t, float **scratch) {
-    fdp_params *p = t->model->params;
-    fdp_ckpt_state s = {p, p->params, p->buffers, opt_m(t), opt_v(t), t->use_ema ? t->ema.w : NULL};
-    *scratch = NULL;
-    if (t->be->dev != FDP_DEVICE_CPU) {
-        size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
-        float *h = fdp_xmalloc(sizeof(float) * (4 * np + nb + 1));
-        t->be->to_host(t->be, h, p->params, sizeof(float) * np);
-        t->be->to_host(t->be, h + np, opt_m(t), sizeof(float) * np);
-        t->be->to_host(t->be, h + 2 * np, opt_v(t), sizeof(float) * np);
-        t->be->to_host(t->be, h + 4 * np, p->buffers, sizeof(float) * nb);
-        s.params = h;
-        s.opt_m = h + np;
-        s.opt_v = h + 2 * np;
-        s.buffers = h + 4 * np;
-        if (t->use_ema) {
-            t->be->to_host(t->be, h + 3 * np, t->ema.w, sizeof(float) * np);
-            s.ema = h + 3 * np;
-        }
-        *scratch = h;
-    }
-    return s;
-}
-
-/* rank 0 writes ckpt_<step>.h5 (and best.h5 when asked); every rank learns whether it worked */
-static int save_checkpoint(trainer *t, int also_best) {
-    int ok = 1;
-    if (t->rank == 0) {
-        fdp_hdf5_lock(); /* a loader thread may be reading shards (hdf5_lock.h) */
-        char path[FDP_CONFIG_STR_MAX + 64];
-        fdp_ckpt_path_for_step(t->ckpt_dir, t->step, path, sizeof path);
-        float *scratch;
-        fdp_ckpt_state s = host_state(t, &scratch);
-        fdp_ckpt_meta meta;
-        fill_meta(t, &meta);
-        fdp_err err = {{0}};
-        double t0 = now_s();
-        if (fdp_ckpt_save(path, &s, &meta, t->config_text, &err) != 0) {
-            fdp_error("checkpoint at step %lld not written: %s", (long long)t->step, err.msg);
-            ok = 0;
-        } else {
-            fdp_debug("checkpoint %s written in %.2f s", path, now_s() - t0);
-            t->last_ckpt_step = t->step;
-            if (also_best) {
-                char best[FDP_CONFIG_STR_MAX + 16];
-                snprintf(best, sizeof best, "%s/best.h5", t->ckpt_dir);
-                if (fdp_ckpt_copy_atomic(path, best, &err) != 0) {
-                    fdp_error("best checkpoint not written: %s", err.msg);
-                    ok = 0;
-                }
-            }
-            if (fdp_ckpt_prune(t->ckpt_dir, t->cfg->checkpoint.keep_last, NULL, &err) != 0)
-                fdp_warn("pruning old checkpoints: %s", err.msg);
-        }
-        free(scratch);
-        fdp_hdf5_unlock();
-    }
-    int flag = ok;
-    fdp_comm_broadcast(t->comm, &flag, sizeof flag, 0);
-    return flag;
-}
-
-/* Load path into the model and optimizer (every rank reads it). Returns 0, or -1 with err. */
-static int load_checkpoint(trainer *t, const char *path, fdp_err *err) {
-    fdp_params *p = t->model->params;
-    size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
-    /* into scratch first: a failed load must not leave a half-loaded model */
-    float *h = fdp_xmalloc(sizeof(float) * (4 * np + nb + 1));
-    int sections = fdp_ckpt_sections(path, err);
-    if (sections < 0) {
-        free(h);
-        return -1;
-    }
-    int have_ema = t->use_ema && (sections & FDP_CKPT_HAS_EMA);
-    if (t->use_ema && !have_ema)
-        fdp_warn("%s has no EMA weights; the EMA starts from the loaded parameters", path);
-    fdp_ckpt_state s = {p, h, h + 4 * np, h + np, h + 2 * np, have_ema ? h + 3 * np : NULL};
-    fdp_ckpt_meta meta;
-    if (fdp_ckpt_load_expect(path, t->model->type, &s, &meta, NULL, err) != 0) {
-        free(h);
-        return -1;
-    }
-    t->be->from_host(t->be, p->params, h, sizeof(float) * np);
-    t->be->from_host(t->be, opt_m(t), h + np, sizeof(float) * np);
-    t->be->from_host(t->be, opt_v(t), h + 2 * np, sizeof(float) * np);
-    t->be->from_host(t->be, p->buffers, h + 4 * np, sizeof(float) * nb);
-    if (t->use_ema) {
-        t->be->from_host(t->be, t->ema.w, have_ema ? h + 3 * np : h, sizeof(float) * np);
-        t->ema.updates = meta.step > 0 ? meta.step : 0;
-    }
-    free(h);
-    t->step = meta.step;
-    opt_set_step(t, meta.step - meta.nonfinite_skipped);
-    t->best_bpd = meta.best_test_bpd;
-    t->last_bpd = meta.last_test_bpd;
-    t->nonfinite_skipped = meta.nonfinite_skipped;
-    if (meta.seed != t->seed)
-        fdp_warn("%s was written with seed %llu, the config says %llu: continuing with the checkpoint's", path,
-                 (unsigned long long)meta.seed, (unsigned long long)t->seed);
-    t->seed = meta.seed;
-    /* keep the global batch of the run that wrote it, whatever the number of ranks now */
-    if (meta.global_batch > 0 && meta.global_batch != (int64_t)t->per_rank_batch * t->world) {
-        if (meta.global_batch % t->world != 0)
-            return fdp_err_set(err, "%s: its global batch %lld cannot be split over %d ranks", path,
-                               (long long)meta.global_batch, t->world);
-        int b = (int)(meta.global_batch / t->world);
-        fdp_warn("%s: written by %d rank(s) with global batch %lld; continuing with %d rank(s) x %d", path,
-                 meta.world_size, (long long)meta.global_batch, t->world, b);
-        t->per_rank_batch = b;
-    }
-    fdp_info("resumed from %s at step %lld (epoch %lld)", path, (long long)meta.step, (long long)meta.epoch);
-    return 0;
 }
 
 /* ---- evaluation --------------------------------------------------------------- */
@@ -376,7 +105,7 @@ static int evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *images
     int bad = fdp_evaluate_range(t->model, t->be, t->arena, &t->test, b, e, t->cfg->train.eval_batch_size,
                                  t->cfg->data.prefetch, t->seed, 1, &s, &err) != 0;
     if (t->use_ema) fdp_ema_swap(&t->ema, t->model->params);
-    if (any_bad(t, bad, "evaluation at step %lld: %s", (long long)t->step, err.msg)) return -1;
+    if (trn_any_bad(t, bad, "evaluation at step %lld: %s", (long long)t->step, err.msg)) return -1;
     double v[4] = {s.nll, s.bpd, s.bpd_sq, s.count};
     fdp_comm_allreduce_f64(t->comm, v, 4, FDP_REDUCE_SUM);
     fdp_eval_sums g = {v[0], v[1], v[2], v[3]};
@@ -453,13 +182,13 @@ static int train_loop(trainer *t) {
         ctx.grads_ready_user = t;
     }
     int tty = isatty(STDOUT_FILENO) && cfg->log.progress && t->rank == 0;
-    double t_start = now_s(), t_window = now_s(), wait_window = 0.0, data_wait_window = 0.0;
+    double t_start = trn_now_s(), t_window = trn_now_s(), wait_window = 0.0, data_wait_window = 0.0;
     int64_t window_steps = 0, start_step = t->step;
     double bpd_window = 0.0;
     int rc = FDP_EXIT_OK;
 
     while (t->step < t->total_steps) {
-        double ts = now_s();
+        double ts = trn_now_s();
         /* this rank's slice of the step's global batch (the sampler, data.h) and its noise */
         double dw0 = fdp_loader_wait_seconds(loader);
         const fdp_batch *bt = fdp_loader_next(loader);
@@ -515,18 +244,18 @@ static int train_loop(trainer *t) {
         opt_step(t, (float)lr, fdp_clip_factor(gnorm, cfg->train.max_grad_norm));
         t->step++;
         double bpd = fdp_bpd(agree[0] / t->world, D);
-        double step_time = now_s() - ts;
+        double step_time = trn_now_s() - ts;
         bpd_window += bpd;
         window_steps++;
 
         if (t->rank == 0 && t->metrics) {
-            double row[5] = {bpd, lr, gnorm, (double)B * t->world / step_time, now_s() - t_start};
-            metrics_call(t, MET_TRAIN_ROW, row, 0);
+            double row[5] = {bpd, lr, gnorm, (double)B * t->world / step_time, trn_now_s() - t_start};
+            trn_metrics_call(t, MET_TRAIN_ROW, row, 0);
         }
         if (t->rank == 0 && (t->step % cfg->log.every == 0 || t->step == t->total_steps || tty)) {
-            double el = now_s() - t_window;
+            double el = trn_now_s() - t_window;
             double ips = el > 0 ? (double)B * t->world * window_steps / el : 0.0;
-            double per_step = (now_s() - t_start) / (double)(t->step - start_step);
+            double per_step = (trn_now_s() - t_start) / (double)(t->step - start_step);
             char eta[32];
             format_eta(per_step * (double)(t->total_steps - t->step), eta, sizeof eta);
             double ep_pct = 100.0 * (double)(t->step % t->steps_per_epoch) / (double)t->steps_per_epoch;
@@ -544,7 +273,7 @@ static int train_loop(trainer *t) {
             } else {
                 printf("%s%s\n", tty ? "\r" : "", line);
                 fflush(stdout);
-                t_window = now_s();
+                t_window = trn_now_s();
                 window_steps = 0;
                 bpd_window = 0.0;
                 wait_window = 0.0;
@@ -570,7 +299,7 @@ static int train_loop(trainer *t) {
         if (do_eval) {
             double tb, tse;
             int64_t nimg;
-            double t0 = now_s();
+            double t0 = trn_now_s();
             if (evaluate(t, &tb, &tse, &nimg) != 0) {
                 rc = FDP_EXIT_BAD_INPUT;
                 break;
@@ -582,17 +311,17 @@ static int train_loop(trainer *t) {
             if (isfinite(tse)) snprintf(se, sizeof se, "%.4f", tse);
             fdp_info("%stest bpd %.4f ± %s over %lld images at step %lld (epoch %.2f)%s [%.1f s]", tty ? "\r" : "",
                      tb, se, (long long)nimg, (long long)t->step, (double)t->step / t->steps_per_epoch,
-                     improved ? ", best so far" : "", now_s() - t0);
+                     improved ? ", best so far" : "", trn_now_s() - t0);
             double row[2] = {tb, tse};
-            metrics_call(t, MET_TEST_ROW, row, nimg);
+            trn_metrics_call(t, MET_TEST_ROW, row, nimg);
         }
         int stop = agree[2] > 0;
         int do_ckpt = (cfg->checkpoint.every > 0 && t->step % cfg->checkpoint.every == 0) || t->step == t->total_steps ||
                       stop || (improved && cfg->checkpoint.keep_best);
         if (do_ckpt) {
-            metrics_call(t, MET_FLUSH, NULL, 0);
+            trn_metrics_call(t, MET_FLUSH, NULL, 0);
             fdp_comm_set_phase(t->comm, "checkpoint");
-            if (!save_checkpoint(t, improved && cfg->checkpoint.keep_best)) {
+            if (!trn_save_checkpoint(t, improved && cfg->checkpoint.keep_best)) {
                 if (cfg->checkpoint.on_write_error == FDP_ON_WRITE_ERROR_STOP) {
                     fdp_error("stopping: [checkpoint] on_write_error = stop");
                     rc = FDP_EXIT_CKPT_FAILED;
@@ -615,13 +344,13 @@ static int train_loop(trainer *t) {
         if (stop) {
             fdp_info("stop signal received: every rank checkpointed at step %lld; exiting with %d (please requeue)",
                      (long long)t->step, FDP_EXIT_REQUEUE);
-            if (t->rank == 0) write_stop_marker(t);
+            if (t->rank == 0) trn_write_stop_marker(t);
             rc = FDP_EXIT_REQUEUE;
             break;
         }
     }
     /* how long the training thread waited for data (rank 0's view), over this run */
-    double run_s = now_s() - t_start, data_wait = fdp_loader_wait_seconds(loader);
+    double run_s = trn_now_s() - t_start, data_wait = fdp_loader_wait_seconds(loader);
     fdp_loader_destroy(loader); /* no HDF5 use by a loader thread after this */
     if (t->step > start_step)
         fdp_info("data wait: %.3f s of %.1f s training (%.2f%%), %.2f ms per step; prefetch %d", data_wait, run_s,
@@ -642,41 +371,6 @@ static int train_loop(trainer *t) {
     be->free(be, didx);
     be->free(be, saved_buffers);
     return rc;
-}
-
-/* Rank 0: open (and write) the metrics file. On resume an unreadable one is moved
- * aside and a new one started; a new run replaces only a flowdp metrics file
- * (or anything with --force). 0, or -1 after printing one line. */
-static int open_metrics(trainer *t, int resumed, int force) {
-    const fdp_config *cfg = t->cfg;
-    char mpath[FDP_CONFIG_STR_MAX + 32];
-    if (cfg->log.metrics[0])
-        snprintf(mpath, sizeof mpath, "%s", cfg->log.metrics);
-    else
-        snprintf(mpath, sizeof mpath, "%s/metrics.h5", t->ckpt_dir);
-    fdp_err err = {{0}};
-    fdp_hdf5_lock();
-    int mode = resumed ? 0 : FDP_METRICS_TRUNCATE | (force ? FDP_METRICS_FORCE : 0);
-    t->metrics = fdp_metrics_open(mpath, mode, &err);
-    struct stat st;
-    if (!t->metrics && resumed && stat(mpath, &st) == 0 && S_ISREG(st.st_mode)) {
-        /* resuming with a damaged metrics file: keep it for inspection and start a new one */
-        char aside[FDP_CONFIG_STR_MAX + 64];
-        snprintf(aside, sizeof aside, "%s.corrupt.%ld", mpath, (long)time(NULL));
-        if (rename(mpath, aside) != 0) {
-            fprintf(stderr, "%s: %s; and it cannot be moved aside to %s: %s\n", fdp_log_prog(), err.msg, aside, strerror(errno));
-        } else {
-            fdp_warn("%s; moved aside to %s", err.msg, aside);
-            t->metrics = fdp_metrics_open(mpath, FDP_METRICS_TRUNCATE, &err);
-            if (!t->metrics) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
-        }
-    } else if (!t->metrics) {
-        fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
-    }
-    if (t->metrics && resumed && fdp_metrics_truncate_after(t->metrics, t->step, &err) != 0)
-        fdp_warn("%s", err.msg); /* written again by the next flush */
-    fdp_hdf5_unlock();
-    return t->metrics ? 0 : -1;
 }
 
 int fdp_train_run(const fdp_train_opts *o) {
@@ -712,7 +406,7 @@ int fdp_train_run(const fdp_train_opts *o) {
     if (!bad && cfg->data.test[0]) bad = fdp_source_open(fmt, cfg->data.test, 0, cfg->data.test_limit, &t->test, &err) != 0;
     if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->train, t->rank, t->world, &err) != 0;
     if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->test, t->rank, t->world, &err) != 0;
-    if (any_bad(t, bad, "%s", err.msg)) {
+    if (trn_any_bad(t, bad, "%s", err.msg)) {
         fdp_source_close(&t->train);
         fdp_source_close(&t->test);
         return FDP_EXIT_BAD_INPUT;
@@ -729,7 +423,7 @@ int fdp_train_run(const fdp_train_opts *o) {
     /* the GPU of this rank: local rank modulo the visible devices (flowdp/cuda.h) */
     t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
     bad = t->be == NULL;
-    if (any_bad(t, bad, "rank %d: %s", t->rank, err.msg)) {
+    if (trn_any_bad(t, bad, "rank %d: %s", t->rank, err.msg)) {
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
@@ -764,14 +458,14 @@ int fdp_train_run(const fdp_train_opts *o) {
     /* ---- resume ---- */
     bad = 0;
     const char *what = "";
-    if (t->rank == 0 && mkdir_p(t->ckpt_dir) != 0) {
+    if (t->rank == 0 && trn_mkdir_p(t->ckpt_dir) != 0) {
         what = "cannot create it";
         bad = errno;
-    } else if (t->rank == 0 && probe_writable(t->ckpt_dir) != 0) {
+    } else if (t->rank == 0 && trn_probe_writable(t->ckpt_dir) != 0) {
         what = "cannot write into it";
         bad = errno;
     }
-    if (any_bad(t, bad != 0, "[checkpoint] dir %s: %s: %s", t->ckpt_dir, what, strerror(bad))) {
+    if (trn_any_bad(t, bad != 0, "[checkpoint] dir %s: %s: %s", t->ckpt_dir, what, strerror(bad))) {
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
@@ -792,8 +486,8 @@ int fdp_train_run(const fdp_train_opts *o) {
             found = 1;
         }
         if (found) {
-            bad = load_checkpoint(t, rpath, &err) != 0;
-            if (any_bad(t, bad, "cannot resume: %s", err.msg)) {
+            bad = trn_load_checkpoint(t, rpath, &err) != 0;
+            if (trn_any_bad(t, bad, "cannot resume: %s", err.msg)) {
                 rc = FDP_EXIT_BAD_INPUT;
                 goto out;
             }
@@ -823,7 +517,7 @@ int fdp_train_run(const fdp_train_opts *o) {
     if (t->nccl) fdp_buckets_use_nccl(t->buckets, t->nccl);
 
     /* ---- metrics (rank 0): opened and written now, so an unwritable place stops the run here ---- */
-    bad = t->rank == 0 && open_metrics(t, resumed, o->force) != 0;
+    bad = t->rank == 0 && trn_open_metrics(t, resumed, o->force) != 0;
     if (fdp_comm_any(t->comm, bad)) {
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
