@@ -58,8 +58,12 @@ int fdp_png_write_blocks(const char *path, const float *images, int nblocks, int
 
 /* Read a PNG as 8 bits per channel: palette images become RGB (RGBA with
  * transparency), grey below 8 bits becomes 8 bits, 16-bit samples are reduced
- * to 8. On success *pixels is a malloc'd (h, w, channels) HWC buffer (the
- * caller frees it), *channels is 1..4. Returns 0 or -1 (*pixels = NULL). */
+ * to 8 (scaled). Strict (flowdp-pack reads image folders with it): every libpng
+ * warning and every CRC error is an error, the file is read up to IEND, and an
+ * image over 2^28 pixels is refused before anything is allocated. On success
+ * *pixels is a malloc'd (h, w, channels) HWC buffer (the caller frees it),
+ * *channels is 1..4. Returns 0, or -1 (*pixels = NULL) with a one-line error
+ * "<path>: bad PNG: <libpng's reason>". */
 int fdp_png_read(const char *path, uint8_t **pixels, int *h, int *w, int *channels, fdp_err *err);
 
 #endif

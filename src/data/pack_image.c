@@ -1,5 +1,5 @@
 /* pack_image.c — flowdp-pack's image decoding (JPEG with libjpeg-turbo, PNG
- * through fdp_pack_png_read: pack_png.c) to 8-bit RGB, and the centre-crop + exact area-average
+ * through fdp_png_read: src/io/png.c, strict) to 8-bit RGB, and the centre-crop + exact area-average
  * resize. The rules are written in include/flowdp/pack.h.
  *
  * libjpeg reports fatal errors through error_exit, which must not return: it
@@ -14,6 +14,7 @@
 #include <jpeglib.h>
 
 #include "flowdp/pack.h"
+#include "flowdp/png.h"
 #include "pack_internal.h"
 
 typedef struct jpeg_job {
@@ -133,7 +134,7 @@ int fdp_image_decode_rgb(const char *path, uint8_t **rgb, int *h, int *w, fdp_er
         return fdp_err_set(err, "%s: neither a JPEG nor a PNG file (%s)", path, got < 8 ? "too short" : "bad signature");
     uint8_t *px = NULL;
     int ch = 0;
-    if (fdp_pack_png_read(path, &px, h, w, &ch, err) != 0) return -1;
+    if (fdp_png_read(path, &px, h, w, &ch, err) != 0) return -1;
     size_t n = (size_t)*h * (size_t)*w;
     uint8_t *out = malloc(n * 3);
     if (!out) {

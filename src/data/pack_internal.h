@@ -79,8 +79,5 @@ int64_t pk_label_value(const uint8_t *p, const fdp_npy_header *h);
 /* image folders (pack_images.c): list the files and labels of in; with
  * o->skip_bad, decode each file once and drop the ones that do not decode */
 int pk_plan_images(packer *pk, pk_input *in, int64_t remaining, fdp_err *err);
-/* PNG for image folders (pack_png.c): as fdp_png_read, but every libpng warning
- * and CRC error is an error (a damaged file is refused) */
-int fdp_pack_png_read(const char *path, uint8_t **pixels, int *h, int *w, int *channels, fdp_err *err);
 
 #endif

@@ -34,10 +34,13 @@ static void on_png_error(png_structp png, png_const_charp msg) {
     png_longjmp(png, 1);
 }
 
+/* writing: no warning matters; reading: every warning is an error (a damaged file must
+ * not pass: CRC errors of ancillary chunks, "extra compressed data", ...) */
 static void on_png_warning(png_structp png, png_const_charp msg) {
     (void)png;
-    (void)msg; /* warnings (e.g. unknown chunks) do not matter here */
+    (void)msg;
 }
+static void on_png_read_warning(png_structp png, png_const_charp msg) { on_png_error(png, msg); }
 
 /* ---- writing ------------------------------------------------------------------ */
 
@@ -184,7 +187,12 @@ static void read_body(png_job *j) {
     png_infop info = j->info;
     png_init_io(png, j->fp);
     png_set_sig_bytes(png, 8);
+    png_set_crc_action(png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
+    png_set_user_limits(png, 1u << 16, 1u << 16);
+    png_set_chunk_malloc_max(png, (png_alloc_size_t)8 << 20);
     png_read_info(png, info);
+    uint64_t pixels = (uint64_t)png_get_image_width(png, info) * png_get_image_height(png, info);
+    if (pixels > ((uint64_t)1 << 28)) png_error(png, "image too large (over 2^28 pixels)");
     int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
     if (depth == 16) {
 #ifdef PNG_READ_SCALE_16_TO_8_SUPPORTED
@@ -204,17 +212,16 @@ static void read_body(png_job *j) {
     size_t row_bytes = png_get_rowbytes(png, info);
     if (j->w < 1 || j->h < 1 || j->ch < 1 || j->ch > 4 || row_bytes != (size_t)j->w * (size_t)j->ch)
         png_error(png, "unexpected layout after conversion to 8 bits");
-    if ((uint64_t)row_bytes * (uint64_t)j->h > ((uint64_t)1 << 32)) png_error(png, "image too large");
     j->pixels = malloc(row_bytes * (size_t)j->h);
     j->rows = malloc(sizeof(png_bytep) * (size_t)j->h);
     if (!j->pixels || !j->rows) png_error(png, "out of memory");
     for (int y = 0; y < j->h; y++) j->rows[y] = j->pixels + (size_t)y * row_bytes;
     png_read_image(png, j->rows);
-    png_read_end(png, NULL);
+    png_read_end(png, info); /* the chunks after the image data, up to IEND: their CRCs too */
 }
 
 static int read_stream(png_job *j) {
-    j->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, j, on_png_error, on_png_warning);
+    j->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, j, on_png_error, on_png_read_warning);
     if (!j->png) return snprintf(j->msg, sizeof j->msg, "png_create_read_struct failed"), -1;
     j->info = png_create_info_struct(j->png);
     if (!j->info) {
@@ -239,18 +246,18 @@ static int read_stream(png_job *j) {
 int fdp_png_read(const char *path, uint8_t **pixels, int *h, int *w, int *channels, fdp_err *err) {
     *pixels = NULL;
     FILE *fp = fopen(path, "rb");
-    if (!fp) return fdp_err_set(err, "cannot open PNG %s: %s", path, strerror(errno));
+    if (!fp) return fdp_err_set(err, "%s: cannot open: %s", path, strerror(errno));
     unsigned char sig[8];
     if (fread(sig, 1, 8, fp) != 8 || png_sig_cmp(sig, 0, 8) != 0) {
         fclose(fp);
-        return fdp_err_set(err, "cannot read PNG %s: not a PNG file (bad signature)", path);
+        return fdp_err_set(err, "%s: not a PNG file (bad signature)", path);
     }
     png_job j;
     memset(&j, 0, sizeof j);
     j.fp = fp;
     int rc = read_stream(&j);
     fclose(fp);
-    if (rc) return fdp_err_set(err, "cannot read PNG %s: libpng: %s", path, j.msg);
+    if (rc) return fdp_err_set(err, "%s: bad PNG: %s", path, j.msg[0] ? j.msg : "libpng failed");
     *pixels = j.pixels;
     *h = j.h;
     *w = j.w;

@@ -1,6 +1,6 @@
 /* fuzz_image.c — libFuzzer target: the image-folder decoder of flowdp-pack
  * (src/data/pack_image.c: JPEG through libjpeg-turbo, PNG through the strict
- * libpng reader of src/data/pack_png.c), decoding a file by its content exactly
+ * strict libpng reader of src/io/png.c), decoding a file by its content exactly
  * as flowdp-pack does, then the centre crop + area average to 8x8 and 3x3. A
  * decoded image must have a positive size within the 2^28-pixel bound; errors
  * are one line naming the file. */
