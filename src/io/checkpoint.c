@@ -2,6 +2,7 @@
  * fsync), load and verify with an XXH64 checksum over data and metadata, and the
  * checkpoint directory (newest valid, prune, best.h5 copy). Layout and checksum
  * definition: include/flowdp/checkpoint.h. */
+#include "flowdp/fsutil.h"
 #include "flowdp/h5util.h"
 #include "flowdp/checkpoint.h"
 
@@ -12,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -451,41 +450,8 @@ static int build_image(const char *tmp, const char *path, const fdp_ckpt_state *
     return rc;
 }
 
-/* Write n bytes to a new file path (created or truncated), fsync and close it; 0 or an errno. */
-static int write_file(const char *path, const void *data, size_t n) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return errno;
-    int e = 0;
-    for (size_t o = 0; o < n && !e;) {
-        ssize_t w = write(fd, (const char *)data + o, n - o);
-        if (w < 0) {
-            if (errno != EINTR) e = errno;
-        } else {
-            o += (size_t)w;
-        }
-    }
-    if (!e && fsync(fd) != 0) e = errno;
-    if (close(fd) != 0 && !e) e = errno;
-    return e;
-}
 
-static void dir_of(const char *path, char *out, size_t len) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(out, len, ".");
-    else if (slash == path) snprintf(out, len, "/");
-    else snprintf(out, len, "%.*s", (int)(slash - path), path);
-}
 
-/* fsync a directory; returns 0 or an errno. Filesystems that cannot fsync a
- * directory (EINVAL) count as success. */
-static int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return errno;
-    int e = 0;
-    if (fsync(fd) != 0 && errno != EINVAL) e = errno;
-    close(fd);
-    return e;
-}
 
 int fdp_ckpt_save(const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta *meta, const char *config_text,
                   fdp_err *err) {
@@ -503,7 +469,7 @@ int fdp_ckpt_save(const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta
     char tmp[CKPT_PATH_MAX], dir[CKPT_PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return fdp_err_set(err, "checkpoint %s: path too long", path);
-    dir_of(path, dir, sizeof dir);
+    fdp_dir_of(path, dir, sizeof dir);
 
     /* Create the temporary ourselves first: a clean errno for the common failures
      * (no such directory, permission, read-only filesystem). */
@@ -524,7 +490,7 @@ int fdp_ckpt_save(const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta
         if (rc == 0) size = fdp_h5_add_trailer(image, size);
     }
     if (rc == 0) {
-        int e = write_file(tmp, image, size);
+        int e = fdp_write_file_sync(tmp, image, size);
         if (e) rc = fdp_err_set(err, "checkpoint %s: cannot write %s (%zu bytes): %s", path, tmp, size, strerror(e));
     }
     free(image);
@@ -534,7 +500,7 @@ int fdp_ckpt_save(const char *path, const fdp_ckpt_state *s, const fdp_ckpt_meta
         unlink(tmp);
         return -1;
     }
-    int e = fsync_dir(dir);
+    int e = fdp_fsync_dir(dir);
     if (e)
         return fdp_err_set(err, "checkpoint %s: written and renamed, but cannot fsync directory %s: %s", path, dir,
                            strerror(e));
@@ -1225,58 +1191,16 @@ int fdp_ckpt_prune(const char *dir, int keep_last, const char *keep_also, fdp_er
     return rc;
 }
 
-/* Byte copy src -> dst (created), fsync'ed. Returns 0 or an errno. */
-static int copy_file(const char *src, const char *dst) {
-    int in = open(src, O_RDONLY);
-    if (in < 0) return errno;
-    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out < 0) {
-        int e = errno;
-        close(in);
-        return e;
-    }
-    if (ioctl(out, FICLONE, in) == 0) { /* a reflink (btrfs, XFS): shares blocks copy-on-write */
-        int e = fsync(out) != 0 ? errno : 0;
-        if (close(out) != 0 && !e) e = errno;
-        close(in);
-        return e;
-    }
-    size_t cap = 1 << 20;
-    char *buf = malloc(cap);
-    int e = buf ? 0 : ENOMEM;
-    while (!e) {
-        ssize_t r = read(in, buf, cap);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            e = errno;
-            break;
-        }
-        if (r == 0) break;
-        for (ssize_t o = 0; o < r && !e;) {
-            ssize_t w = write(out, buf + o, (size_t)(r - o));
-            if (w < 0) {
-                if (errno != EINTR) e = errno;
-            } else {
-                o += w;
-            }
-        }
-    }
-    free(buf);
-    if (!e && fsync(out) != 0) e = errno;
-    if (close(out) != 0 && !e) e = errno;
-    close(in);
-    return e;
-}
 
 int fdp_ckpt_copy_atomic(const char *src, const char *dst, fdp_err *err) {
     char tmp[CKPT_PATH_MAX], dir[CKPT_PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid()) >= (int)sizeof tmp)
         return fdp_err_set(err, "checkpoint %s: path too long", dst);
-    dir_of(dst, dir, sizeof dir);
+    fdp_dir_of(dst, dir, sizeof dir);
     unlink(tmp);
     /* an independent file (never a hard link: editing or damaging one must not change
      * the other); copy_file clones the extents where the filesystem can (FICLONE) */
-    int e = copy_file(src, tmp);
+    int e = fdp_copy_file(src, tmp);
     if (e) {
         unlink(tmp);
         return fdp_err_set(err, "checkpoint %s: cannot copy %s to %s: %s", dst, src, tmp, strerror(e));
@@ -1286,7 +1210,7 @@ int fdp_ckpt_copy_atomic(const char *src, const char *dst, fdp_err *err) {
         unlink(tmp);
         return fdp_err_set(err, "checkpoint %s: cannot rename %s over it: %s", dst, tmp, strerror(e));
     }
-    e = fsync_dir(dir);
+    e = fdp_fsync_dir(dir);
     if (e) return fdp_err_set(err, "checkpoint %s: written, but cannot fsync directory %s: %s", dst, dir, strerror(e));
     return 0;
 }

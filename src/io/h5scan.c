@@ -13,6 +13,7 @@
  * header but is not one would be refused too: with a 4-byte signature, a version
  * byte, three zero bytes and a plausible size, that takes ~2^-56 per byte. */
 #include "flowdp/h5util.h"
+#include "flowdp/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,18 +55,6 @@ static int check_one_gcol(const unsigned char *c, uint64_t size) {
     return 0;
 }
 
-/* pread exactly n bytes at off: 0, or an errno (EIO when the file is shorter) */
-static int pread_all(int fd, void *buf, size_t n, uint64_t off) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return errno;
-        if (r == 0) return EIO;
-        got += (size_t)r;
-    }
-    return 0;
-}
 
 int fdp_h5_prescan(const char *path, uint64_t limit, fdp_h5_scan *out) {
     memset(out, 0, sizeof *out);
@@ -81,7 +70,7 @@ int fdp_h5_prescan(const char *path, uint64_t limit, fdp_h5_scan *out) {
     int e = 0;
     unsigned char tail[FDP_H5_TRAILER_SIZE];
     if (limit >= fsize && fsize >= FDP_H5_TRAILER_SIZE + 8) {
-        e = pread_all(fd, tail, sizeof tail, fsize - FDP_H5_TRAILER_SIZE);
+        e = fdp_pread_all(fd, tail, sizeof tail, fsize - FDP_H5_TRAILER_SIZE);
         if (!e && memcmp(tail, trailer_magic, 8) == 0) {
             out->trailer = FDP_H5_TRAILER_OK; /* until the hash says otherwise */
             body = fsize - FDP_H5_TRAILER_SIZE;
@@ -97,7 +86,7 @@ int fdp_h5_prescan(const char *path, uint64_t limit, fdp_h5_scan *out) {
         uint64_t end = out->trailer ? body : scan;
         /* this block plus the 15 bytes of a collection header that may start in it */
         size_t want = (size_t)(end - base < BLOCK + 16 ? end - base : BLOCK + 16);
-        if ((e = pread_all(fd, buf, want, base)) != 0) break;
+        if ((e = fdp_pread_all(fd, buf, want, base)) != 0) break;
         size_t own = want < BLOCK ? want : BLOCK;
         if (out->trailer) fdp_xxh64_update(&h, buf, own);
         for (size_t i = 0; base + i < scan && i + 16 <= want && i < own && !out->bad_gcol; i++) {
@@ -112,7 +101,7 @@ int fdp_h5_prescan(const char *path, uint64_t limit, fdp_h5_scan *out) {
                 break;
             }
             col = nc;
-            if ((e = pread_all(fd, col, (size_t)csize, at)) != 0) break;
+            if ((e = fdp_pread_all(fd, col, (size_t)csize, at)) != 0) break;
             if (check_one_gcol(col, csize) != 0) out->bad_gcol = at + 1;
         }
     }

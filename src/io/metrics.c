@@ -13,6 +13,7 @@
  * takes (at least 50x it), so writing stays under 2% of wall time. A kill loses at
  * most the rows since the last flush, which a resumed run recomputes anyway (the
  * rows after the checkpoint's step are dropped on resume). */
+#include "flowdp/fsutil.h"
 #include "flowdp/h5util.h"
 #include "flowdp/metrics.h"
 
@@ -279,30 +280,7 @@ static int op_truncate(hid_t file, fdp_metrics *m, const int64_t *ctx, fdp_err *
 typedef int (*file_op)(hid_t file, fdp_metrics *m, const int64_t *ctx, fdp_err *err);
 
 /* ---- the in-memory file and writing it out ---------------------------------------- */
-static void dir_of(const char *path, char *out, size_t len) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(out, len, ".");
-    else if (slash == path) snprintf(out, len, "/");
-    else snprintf(out, len, "%.*s", (int)(slash - path), path);
-}
 
-/* Write n bytes to a new file (created or truncated), fsync, close: 0 or an errno. */
-static int write_all(const char *tmp, const void *data, size_t n) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return errno;
-    int e = 0;
-    for (size_t o = 0; o < n && !e;) {
-        ssize_t w = write(fd, (const char *)data + o, n - o);
-        if (w < 0) {
-            if (errno != EINTR) e = errno;
-        } else {
-            o += (size_t)w;
-        }
-    }
-    if (!e && fsync(fd) != 0) e = errno;
-    if (close(fd) != 0 && !e) e = errno;
-    return e;
-}
 
 /* The in-memory file: created empty (image NULL) or opened from a file image. */
 static hid_t mem_open(fdp_metrics *m, const void *image, size_t n, char *cause, size_t len) {
@@ -333,7 +311,7 @@ static int write_out(fdp_metrics *m, fdp_err *err) {
         rc = fdp_err_set(err, "metrics %s: the in-memory image does not start with a version-2 superblock", m->path);
     char tmp[MET_PATH_MAX + 32];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", m->path, (long)getpid());
-    int e = rc ? 0 : write_all(tmp, img, (size_t)n);
+    int e = rc ? 0 : fdp_write_file_sync(tmp, img, (size_t)n);
     free(img);
     if (!rc && e) rc = fdp_err_set(err, "metrics %s: cannot write %s: %s", m->path, tmp, strerror(e));
     if (!rc && rename(tmp, m->path) != 0)
@@ -343,12 +321,8 @@ static int write_out(fdp_metrics *m, fdp_err *err) {
         return rc;
     }
     char dir[MET_PATH_MAX];
-    dir_of(m->path, dir, sizeof dir);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd); /* best effort: the data is in place either way */
-        close(fd);
-    }
+    fdp_dir_of(m->path, dir, sizeof dir);
+    (void)fdp_fsync_dir(dir); /* best effort: the data is in place either way */
     m->dirty = 0;
     m->disk_rows[0] = m->file_rows[0];
     m->disk_rows[1] = m->file_rows[1];
@@ -356,46 +330,6 @@ static int write_out(fdp_metrics *m, fdp_err *err) {
     return 0;
 }
 
-/* Read the whole file at path into a malloc'd buffer: 0, or an errno. */
-static int read_all(const char *path, unsigned char **out, size_t *n) {
-    *out = NULL;
-    *n = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        int e = S_ISDIR(st.st_mode) ? EISDIR : errno ? errno : EINVAL;
-        close(fd);
-        return e;
-    }
-    size_t cap = (size_t)st.st_size + 1, len = 0;
-    unsigned char *buf = malloc(cap);
-    int e = buf ? 0 : ENOMEM;
-    while (!e) {
-        if (len == cap) {
-            unsigned char *b2 = realloc(buf, cap * 2);
-            if (!b2) { e = ENOMEM; break; }
-            buf = b2;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + len, cap - len);
-        if (r < 0) {
-            if (errno != EINTR) e = errno;
-        } else if (r == 0) {
-            break;
-        } else {
-            len += (size_t)r;
-        }
-    }
-    close(fd);
-    if (e) {
-        free(buf);
-        return e;
-    }
-    *out = buf;
-    *n = len;
-    return 0;
-}
 
 /* ---- buffering ---------------------------------------------------------------------- */
 static void buf_push(row_buf *b, int ncols, const void *vals8) {
@@ -445,7 +379,7 @@ int fdp_metrics_flush(fdp_metrics *m, fdp_err *err) {
 static int load_existing(fdp_metrics *m, fdp_err *err) {
     unsigned char *img = NULL;
     size_t n = 0;
-    int e = read_all(m->path, &img, &n);
+    int e = fdp_read_file(m->path, &img, &n);
     if (e) return fdp_err_set(err, "metrics %s: cannot read it: %s", m->path, strerror(e));
     char cause[600];
     m->mem = fdp_h5_is_hdf5(img, n) ? mem_open(m, img, n, cause, sizeof cause) : -1;

@@ -1,6 +1,7 @@
 /* outpath.c — output paths checked before any work, and written atomically
  * (include/flowdp/outpath.h). */
 #include "flowdp/outpath.h"
+#include "flowdp/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -232,12 +233,7 @@ void fdp_out_abort(fdp_out_file *o) {
 /* fsync the directory holding path so the rename itself is durable (best effort) */
 static void sync_parent(const char *path) {
     char *dir = parent_of(path);
-    if (!dir) return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
+    if (dir) (void)fdp_fsync_dir(dir);
     free(dir);
 }
 

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "flowdp/fsutil.h"
 #include "flowdp/hdf5_lock.h"
 #include "flowdp/log.h"
 #include "flowdp/trainer.h"
@@ -23,25 +24,6 @@ double trn_now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int trn_mkdir_p(const char *path) {
-    char tmp[FDP_CONFIG_STR_MAX + 128];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-    struct stat st;
-    if (stat(tmp, &st) != 0) return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
 
 
 /* Collective: did any rank see bad input? The lowest such rank prints its message,

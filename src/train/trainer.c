@@ -25,6 +25,7 @@
 #include "flowdp/checkpoint.h"
 #include "flowdp/data.h"
 #include "flowdp/evaluate.h"
+#include "flowdp/fsutil.h"
 #include "flowdp/hdf5_lock.h"
 #include "flowdp/loader.h"
 #include "flowdp/log.h"
@@ -458,9 +459,8 @@ int fdp_train_run(const fdp_train_opts *o) {
     /* ---- resume ---- */
     bad = 0;
     const char *what = "";
-    if (t->rank == 0 && trn_mkdir_p(t->ckpt_dir) != 0) {
+    if (t->rank == 0 && (bad = fdp_mkdir_p(t->ckpt_dir)) != 0) {
         what = "cannot create it";
-        bad = errno;
     } else if (t->rank == 0 && trn_probe_writable(t->ckpt_dir) != 0) {
         what = "cannot write into it";
         bad = errno;

@@ -46,8 +46,6 @@ typedef struct trainer {
 } trainer;
 
 double trn_now_s(void);
-/* mkdir -p that must end as a directory: 0, or -1 with errno (ENOTDIR for a file) */
-int trn_mkdir_p(const char *path);
 /* Collective: did any rank see bad input? The lowest such rank prints its message,
  * once for the whole job, as "flowdp-train: <message>" (the program then exits 2). */
 int trn_any_bad(trainer *t, int bad, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
