@@ -25,6 +25,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "flowdp/cli.h"
 #include "flowdp/arena.h"
 #include "flowdp/loader.h"
 #include "flowdp/buckets.h"
@@ -370,6 +371,19 @@ static int bench_config(const char *config_path, const char **sets, int nsets, i
     return rc;
 }
 
+/* an integer option within [lo, hi], else one line naming it and exit 2 */
+#define INT_OPT(var, name, lo, hi)                                                                              \
+    do {                                                                                                        \
+        long long v_;                                                                                           \
+        if (fdp_cli_int(optarg, lo, hi, &v_) != 0) {                                                            \
+            fprintf(stderr, "flowdp-bench: %s %s: expected an integer from %lld to %lld\n", name, optarg,        \
+                    (long long)(lo), (long long)(hi));                                                          \
+            free(sets);                                                                                         \
+            return 2;                                                                                           \
+        }                                                                                                       \
+        var = (int)v_;                                                                                          \
+    } while (0)
+
 int main(int argc, char **argv) {
     fdp_log_set_prog("flowdp-bench");
     int C = 1, H = 28, W = 28, batch = 64, scales = 2, mid = 32, blocks = 2, steps = 30, warmup = 3, threads = 0;
@@ -403,25 +417,33 @@ int main(int argc, char **argv) {
             break;
         case 'c': config_path = optarg; break;
         case 'S': sets[nsets++] = optarg; break;
-        case 'b': batch = atoi(optarg); batch_given = 1; break;
-        case 's': scales = atoi(optarg); break;
-        case 'm': mid = atoi(optarg); break;
-        case 'k': blocks = atoi(optarg); break;
-        case 'n': steps = atoi(optarg); break;
-        case 'w': warmup = atoi(optarg); break;
-        case 't': threads = atoi(optarg); break;
+        case 'b': INT_OPT(batch, "--batch", 1, 65536); batch_given = 1; break;
+        case 's': INT_OPT(scales, "--scales", 1, 16); break;
+        case 'm': INT_OPT(mid, "--mid", 1, 4096); break;
+        case 'k': INT_OPT(blocks, "--blocks", 1, 256); break;
+        case 'n': INT_OPT(steps, "--steps", 1, 1000000); break;
+        case 'w': INT_OPT(warmup, "--warmup", 0, 1000000); break;
+        case 't': INT_OPT(threads, "--threads", 0, 1024); break;
         case 'd': device = optarg; device_given = 1; break;
         case 'r': rebuild = 1; break;
         case 'D': data = optarg; break;
-        case 'R': readers = atoi(optarg); break;
+        case 'R': INT_OPT(readers, "--readers", 1, 256); break;
         case 'F': hflip = 1; break;
-        case 'X': translate = atof(optarg); break;
+        case 'X':
+            if (fdp_cli_double(optarg, 0.0, 0.5, &translate) != 0) {
+                fprintf(stderr, "flowdp-bench: --translate %s: expected a number from 0 to 0.5\n", optarg);
+                free(sets);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); free(sets); return 0;
-        default:
+        default: {
+            char buf[8];
             fprintf(stderr, "flowdp-bench: unknown or incomplete option '%s' (see --help)\n",
-                    optind >= 1 ? argv[optind - 1] : "");
+                    fdp_cli_bad_option(argv, buf, sizeof buf));
             free(sets);
             return 2;
+        }
         }
     }
     if (optind < argc) {
@@ -435,14 +457,10 @@ int main(int argc, char **argv) {
             fprintf(stderr, "flowdp-bench: --data and --config are separate modes (see --help)\n");
             return 2;
         }
-        if (readers < 1 || readers > 256 || batch < 1 || steps < 1 || translate < 0 || translate > 0.5) {
-            fprintf(stderr, "flowdp-bench: --data needs 1 <= readers <= 256, batch >= 1, steps >= 1, 0 <= translate <= 0.5\n");
-            return 2;
-        }
         return bench_data(data, readers, batch, steps, hflip, translate);
     }
-    if (batch < 1 || steps < 1 || warmup < 0 || warmup >= steps) {
-        fprintf(stderr, "flowdp-bench: need batch >= 1, steps >= 1 and 0 <= warmup < steps\n");
+    if (warmup >= steps) {
+        fprintf(stderr, "flowdp-bench: --warmup %d: must be below --steps %d\n", warmup, steps);
         free(sets);
         return 2;
     }

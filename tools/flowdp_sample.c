@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flowdp/cli.h"
 #include "flowdp/cuda.h"
 #include "flowdp/log.h"
 #include "flowdp/model_io.h"
@@ -19,24 +20,10 @@
 
 /* a non-negative decimal integer up to max, or -1 */
 static long long parse_count(const char *s, long long max) {
-    char *end;
-    errno = 0;
-    if (!*s || *s == '-' || *s == '+') return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno == ERANGE || v > (unsigned long long)max) return -1;
-    return (long long)v;
+    long long v;
+    return fdp_cli_int(s, 0, max, &v) == 0 ? v : -1;
 }
 
-/* the option getopt just refused, for the one-line error: the argument it came
- * from, or "-c" for a short option inside a cluster */
-static const char *bad_option(char **argv, char *buf, size_t len) {
-    const char *a = optind >= 1 ? argv[optind - 1] : "";
-    if (optopt > 0 && optopt < 128 && !(a[0] == '-' && a[1] == '-') && !(a[0] == '-' && strchr(a + 1, optopt))) {
-        snprintf(buf, len, "-%c", optopt);
-        return buf;
-    }
-    return a;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -118,7 +105,7 @@ static int parse_args(int argc, char **argv, sample_opts *o) {
         case 'h': usage(stdout); return 0;
         default:
             fprintf(stderr, "flowdp-sample: unknown or incomplete option '%s' (see --help)\n",
-                    bad_option(argv, buf, sizeof buf));
+                    fdp_cli_bad_option(argv, buf, sizeof buf));
             return 2;
         }
     }

@@ -81,6 +81,11 @@ bad sample_extra_argument 2 "^flowdp-sample: unexpected argument 'extra' \(see -
 bad sample_no_output 2 'flowdp-sample: .*ckpt_000000003\.h5: no output file' -- "$SAMPLE" "$CKPT"
 if [ -x "$BENCH" ]; then
     bad bench_unknown_option 2 "^flowdp-bench: unknown or incomplete option '--xyz' \(see --help\)$" -- "$BENCH" --xyz
+    bad bench_batch_abc 2 '^flowdp-bench: --batch abc: expected an integer from 1 to 65536$' -- "$BENCH" --batch abc
+    bad bench_mid_huge 2 '^flowdp-bench: --mid 2000000000: expected an integer from 1 to 4096$' -- "$BENCH" --mid 2000000000
+    bad bench_steps_negative 2 '^flowdp-bench: --steps -3: expected an integer' -- "$BENCH" --steps -3
+    bad bench_warmup_ge_steps 2 '^flowdp-bench: --warmup 5: must be below --steps 5$' -- "$BENCH" --steps 5 --warmup 5
+    bad bench_translate_nan 2 '^flowdp-bench: --translate nan: expected a number from 0 to 0.5$' -- "$BENCH" --data x --translate nan
 fi
 
 # ---- outputs: checked before any work, the system's reason ---------------------------------------
