@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # e2e_bad_input.sh — bad input gets exit 2 and a clear message, never a crash, a hang or a
-# half-started run (DESIGN.md invariant 7): flowdp-train with
+# half-started run (docs/ARCHITECTURE.md, invariant 7): flowdp-train with
 #   - a config with an unknown key        -> names the file, the line and the key
 #   - a bad value (lr = abc)              -> names the file, the line and the key
 #   - a config file that does not exist   -> names the file

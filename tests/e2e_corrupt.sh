@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_corrupt.sh — damaged checkpoints are refused, never used (DESIGN.md invariants 5, 7):
+# e2e_corrupt.sh — damaged checkpoints are refused, never used (docs/ARCHITECTURE.md, invariants 5, 7):
 # after a 12-step run (checkpoints 6, 8, 12 kept), the newest is cut to half its size and
 # one byte in the middle of a parameter's raw data in ckpt 8 is flipped (raw data carries
 # no HDF5 checksum: only flowdp's own XXH64 can notice). Then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_eval_agrees.sh — the test-set numbers agree wherever they are computed (DESIGN.md
+# e2e_eval_agrees.sh — the test-set numbers agree wherever they are computed (docs/ARCHITECTURE.md,
 # invariant 3, include/flowdp/evaluate.h): after a 12-step run whose final evaluation
 # logged test bpd over test_limit = 64 images (last row of /test/bpd in metrics.h5),
 #   - flowdp-eval on the final checkpoint with --limit 64 --seed <train seed> gives the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_fsize.sh — a checkpoint that cannot be written fails cleanly (DESIGN.md invariants 5
+# e2e_fsize.sh — a checkpoint that cannot be written fails cleanly (docs/ARCHITECTURE.md, invariants 5
 # and 7). After a 4-step run (ckpt 4 on disk), flowdp-train resumes on 2 ranks under a
 # file-size limit (`ulimit -f`) below the size of a checkpoint (but above metrics.h5), so
 # the write of ckpt 8 fails with EFBIG (flowdp-train ignores SIGXFSZ: the signal would

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # e2e_kill.sh — kill -9 never costs more than the steps since the last checkpoint
-# (DESIGN.md invariant 5: a checkpoint on disk is always whole). 20 rounds (E2E_KILL_ROUNDS):
+# (docs/ARCHITECTURE.md, invariant 5: a checkpoint on disk is always whole). 20 rounds (E2E_KILL_ROUNDS):
 # flowdp-train (checkpoint.every=1, --resume auto, so each round continues the previous
 # one; a first uninterrupted run of 2 steps leaves checkpoints to start from) is started,
 # and once it has logged its first step it is killed with SIGKILL at a moment drawn

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_rank_dies.sh — no hang when a rank dies (DESIGN.md invariant 6): a 2-rank training
+# e2e_rank_dies.sh — no hang when a rank dies (docs/ARCHITECTURE.md, invariant 6): a 2-rank training
 # run (400 steps, far more than the test waits for) has rank 1's process killed with
 # SIGKILL 2 s after training started. The whole job must end within 60 s of the kill,
 # with a non-zero exit code, and its output must name the rank that died ("rank 1").

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_rank_invariance.sh — results do not depend on the number of ranks (DESIGN.md
+# e2e_rank_invariance.sh — results do not depend on the number of ranks (docs/ARCHITECTURE.md,
 # invariant 3): same seed, same global batch 16,
 #   (a) 1 rank x batch 16 and 2 ranks x batch 8 (mpiexec -n 2), 5 steps: the final params
 #       and buffers agree within 1e-4 by ckpt_compare's measure max |a-b|/(|b|+1e-3);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_rebuild.sh — [train] rebuild_activations (DESIGN.md "Memory") through the real
+# e2e_rebuild.sh — [train] rebuild_activations (docs/ARCHITECTURE.md, section "Memory") through the real
 # flowdp-train on configs/tiny_test.ini: 2 ranks x batch 4, 5 steps, same seed,
 #   (a) with --set train.rebuild_activations=true (synchronized BatchNorm: the recomputation
 #       reuses the forward's global statistics; gradient buckets started from the rebuilt

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_resume.sh — resuming is exact (DESIGN.md invariants 4, 5): a 12-step run in one go
+# e2e_resume.sh — resuming is exact (docs/ARCHITECTURE.md, invariants 4, 5): a 12-step run in one go
 # and a run of 8 steps continued with `--resume auto` to 12 end in checkpoints that are
 # bit-identical in params, buffers and optimizer moments (ckpt_compare --exact); and
 # `--resume PATH` (a copy of the step-8 checkpoint, into an empty directory) ends in the

@@ -1,6 +1,6 @@
 /* mpi_test_abort.c — a job that must die, for tests/mpi_expect_abort.sh (not a
  * cmocka test): proves that one failing rank ends the whole job quickly with a
- * non-zero exit code and a message naming it (DESIGN.md invariant 6).
+ * non-zero exit code and a message naming it (docs/ARCHITECTURE.md, invariant 6).
  *
  *   mpi_test_abort fatal     rank 1 calls FDP_FATAL while rank 0 waits in a
  *                            barrier: the abort hook (MPI_Abort) ends both.

@@ -1,4 +1,4 @@
-/* test_bijections.c — invariant 1 of DESIGN.md: every bijection is tested three
+/* test_bijections.c — invariant 1 of docs/ARCHITECTURE.md: every bijection is tested three
  * ways, on tiny inputs (at most 64 dimensions per Jacobian):
  *   1. inverse(forward(x)) == x;
  *   2. the per-sample log-det that forward adds to sldj equals log|det J| of

@@ -1,4 +1,4 @@
-/* test_glow.c — Glow (src/models/glow.c and its layers) under DESIGN.md's
+/* test_glow.c — Glow (src/models/glow.c and its layers) under docs/ARCHITECTURE.md's
  * invariants:
  *  1. every Glow bijection three ways, on inputs of at most 64 dimensions per
  *     sample: inverse(forward(x)) == x; the per-sample log-det forward reports

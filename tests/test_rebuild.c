@@ -1,4 +1,4 @@
-/* test_rebuild.c — DESIGN.md "Memory": the RealNVP's rebuilt path
+/* test_rebuild.c — docs/ARCHITECTURE.md, section "Memory": the RealNVP's rebuilt path
  * (rebuild_activations: forward keeps no s/t-network activations, backward
  * rebuilds each coupling's input from its output with the inverse and
  * recomputes its s/t network) against the stored path, one training-mode step

@@ -6,7 +6,7 @@
  * One fdp_comm per process, created by fdp_comm_init() and reachable through
  * fdp_comm_world(); it is the only global state besides the log level.
  *
- * Failure policy (DESIGN.md invariant 6, "no hang, no silent divergence"):
+ * Failure policy (docs/ARCHITECTURE.md, invariant 6, "no hang, no silent divergence"):
  *  - Every MPI call returns its error (MPI_ERRORS_RETURN is set on our
  *    communicators) and a failure becomes FDP_FATAL naming the call and
  *    MPI_Error_string's text.

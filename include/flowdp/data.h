@@ -28,7 +28,7 @@
  *     global batch (B = per_rank_batch). Concatenating the rank slices in rank
  *     order gives exactly the global batch, i.e. exactly the batch a single rank
  *     with batch size G would see at the same step. This is what makes
- *     N ranks x B equal 1 rank x N*B (DESIGN.md invariant 3), and a run can
+ *     N ranks x B equal 1 rank x N*B (docs/ARCHITECTURE.md, invariant 3), and a run can
  *     resume on a different number of ranks as long as G is unchanged.
  *     Difference from PyTorch: DistributedSampler gives rank r the strided
  *     positions r, r+R, r+2R, ... of the usable order, and each rank's DataLoader

@@ -22,7 +22,7 @@
  * index order and synchronized BatchNorm calls come in program order, so their
  * interleaving is the same on every rank.
  *
- * Failure policy (DESIGN.md invariant 6). A failed NCCL call, an asynchronous
+ * Failure policy (docs/ARCHITECTURE.md, invariant 6). A failed NCCL call, an asynchronous
  * NCCL error (ncclCommGetAsyncError, polled by the watchdog thread and before
  * each collective), or a communication stream that makes no progress for the
  * watchdog timeout: ncclCommAbort, then FDP_FATAL naming the rank, host and GPU,

@@ -16,8 +16,8 @@
 #include "flowdp/error.h"
 #include "flowdp/log.h"
 
-/* The one global besides the log level (DESIGN.md: "no global state but the
- * communicator and the log level"). */
+/* The one global besides the log level (docs/ARCHITECTURE.md, invariant 10: "global state is
+ * limited"). */
 static fdp_comm *g_world_comm = NULL;
 
 fdp_comm *fdp_comm_world(void) { return g_world_comm; }
