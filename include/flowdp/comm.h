@@ -4,7 +4,7 @@
  * hang into an abort.
  *
  * One fdp_comm per process, created by fdp_comm_init() and reachable through
- * fdp_comm_world(); it is the only global state besides the log level.
+ * fdp_comm_world(); the global state there is besides it is listed in docs/ARCHITECTURE.md, invariant 10.
  *
  * Failure policy (docs/ARCHITECTURE.md, invariant 6, "no hang, no silent divergence"):
  *  - Every MPI call returns its error (MPI_ERRORS_RETURN is set on our

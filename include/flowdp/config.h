@@ -2,7 +2,7 @@
  * `--set section.key=value` overrides, turned into typed C fields.
  *
  * The module is table-driven: every key is ONE row in the table in
- * src/io/config.c (section, key, type, default as text, range or allowed values,
+ * src/io/config_keys.c (section, key, type, default as text, range or allowed values,
  * one line of help, offsetof of its field here). To add a key: add a field to
  * fdp_config below and a row to that table; loading, --set, range checks,
  * fdp_config_to_ini, fdp_config_equal and the --help text all follow from it.

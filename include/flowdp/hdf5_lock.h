@@ -12,8 +12,8 @@
  * thread may be running. The lock is recursive (a holder may call a function
  * that takes it again). It is held for milliseconds (one batch's reads or one
  * metrics flush), so neither side waits long.
- * The one piece of global state besides the communicator and the log level
- * (docs/ARCHITECTURE.md, invariant 10): HDF5 itself is global state, so its lock must be too. */
+ * One of the few pieces of global state (the list: docs/ARCHITECTURE.md,
+ * invariant 10): HDF5 itself is global state, so its lock must be too. */
 #ifndef FLOWDP_HDF5_LOCK_H
 #define FLOWDP_HDF5_LOCK_H
 

@@ -1,6 +1,6 @@
 /* log.h — logging. Only rank 0 prints info/debug; warnings and errors print on
  * every rank, prefixed with the rank when there is more than one. The rank, the
- * level and the program name are the only global state besides the communicator.
+ * level and the program name are global state (all of it: docs/ARCHITECTURE.md, invariant 10).
  *
  * Every line a program writes to stderr starts with its name, the same way in
  * every program (set once by main with fdp_log_set_prog):

@@ -1,4 +1,4 @@
-/* model.h — one small interface over the flow models (RealNVP now, Glow next),
+/* model.h — one small interface over the flow models (RealNVP and Glow),
  * so that the trainer, flowdp-eval and flowdp-sample do not care which it is. */
 #ifndef FLOWDP_MODEL_H
 #define FLOWDP_MODEL_H

@@ -16,8 +16,7 @@
 #include "flowdp/error.h"
 #include "flowdp/log.h"
 
-/* The one global besides the log level (docs/ARCHITECTURE.md, invariant 10: "global state is
- * limited"). */
+/* The world communicator: one of the few globals (docs/ARCHITECTURE.md, invariant 10). */
 static fdp_comm *g_world_comm = NULL;
 
 fdp_comm *fdp_comm_world(void) { return g_world_comm; }
