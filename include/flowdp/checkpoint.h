@@ -2,7 +2,7 @@
  * checksum, find the newest valid one on resume, prune old ones.
  *
  * A checkpoint holds everything a run needs to continue bit-for-bit where it
- * stopped, on any number of ranks (DESIGN.md invariants 3 and 5): parameters and
+ * stopped, on any number of ranks (docs/ARCHITECTURE.md, invariants 3 and 5): parameters and
  * buffers laid out by the name table (include/flowdp/params.h), the optimizer
  * moments, the EMA weights, the position in the data stream and the config text
  * the run was started with. All functions work on HOST memory; the trainer
@@ -58,6 +58,10 @@
  *   i64 nonfinite_skipped
  *   i64 image_c, i64 image_h, i64 image_w, i64 global_batch
  *   u64 strlen(config), its bytes
+ *   (the meta fields from step to global_batch are one table in
+ *   src/io/checkpoint_meta.c that drives hashing, writing and reading them, in
+ *   this order; the int32 attributes are hashed as i64, a float64 as its bit
+ *   pattern; tests/data/ckpt_v1_tiny.h5 pins the stream)
  *   then for each section present, in the order params, buffers, optimizer/m,
  *   optimizer/v, ema:
  *     the section path ("params", "buffers", "optimizer/m", "optimizer/v", "ema")
@@ -68,9 +72,13 @@
  * bit in raw data (which HDF5 does not checksum) is "corrupt: checksum mismatch",
  * a flipped bit in HDF5 metadata is caught by HDF5 itself.
  *
- * ---- Atomic save (DESIGN.md invariant 5) -----------------------------------------
- * fdp_ckpt_save writes "<path>.tmp.<pid>" in the same directory, H5Fflush +
- * H5Fclose, fsync()s it, rename()s it over <path>, then fsync()s the directory.
+ * ---- Atomic save (docs/ARCHITECTURE.md, invariant 5) -----------------------------
+ * fdp_ckpt_save builds the whole HDF5 file in memory (the core driver: HDF5 never
+ * writes to the disk, so a failed write cannot leave HDF5 half-closed), appends the
+ * 16-byte trailer (XXH64 of every byte before it; every reader checks it before
+ * HDF5 parses anything: include/flowdp/h5util.h), writes it to "<path>.tmp.<pid>"
+ * in the same directory, fsync()s it, rename()s it over <path>, then fsync()s the
+ * directory.
  * On any failure (cannot create, disk full, quota, permission, HDF5 errors) the
  * temporary file is removed, an existing <path> is left untouched, and -1 is
  * returned with a one-line error naming the path and the cause. HDF5's own error
@@ -185,9 +193,12 @@ int fdp_ckpt_path_for_step(const char *dir, int64_t step, char *out, size_t len)
 int fdp_ckpt_find_newest_valid(const char *dir, char *out, size_t len, fdp_err *err);
 
 /* Delete ckpt_<digits>.h5 files of dir beyond the newest keep_last (>= 1) by
- * step; a file that is keep_also (same inode; e.g. best.h5 or its target; may be
- * NULL) is never deleted. Also removes stale temporaries. 0 or -1. */
-int fdp_ckpt_prune(const char *dir, int keep_last, const char *keep_also, fdp_err *err);
+ * step, among those of a step <= max_step (INT64_MAX: all); files of a later
+ * step are left alone and not counted (the trainer passes the step it just wrote:
+ * a later one is not this run's, e.g. a damaged file that resume skipped).
+ * keep_also (same inode; may be NULL) is never deleted; only regular files are.
+ * Also removes stale temporaries. 0 or -1. */
+int fdp_ckpt_prune(const char *dir, int keep_last, const char *keep_also, int64_t max_step, fdp_err *err);
 
 /* Make dst an independent copy of src atomically (for best.h5): the bytes copied
  * to "<dst>.tmp.<pid>" (a reflink where the filesystem has them: btrfs, XFS),

@@ -1,5 +1,5 @@
 /* xxh64.c — XXH64, the standard xxHash64 (Yann Collet), streaming. Used for the
- * checkpoint checksum (src/io/checkpoint.c), the shard checksum (src/data/shards.c) and the
+ * checkpoint checksum (src/io/checkpoint_meta.c) and trailer (src/io/h5scan.c), the shard checksum (src/data/shards.c) and the
  * cross-rank parameter checksum (fdp_checksum_f32 in src/dist/comm.c).
  * Input words are read as little-endian (the hosts flowdp supports). */
 #include "flowdp/xxh64.h"

@@ -1,4 +1,4 @@
-/* fuzz_checkpoint.c — libFuzzer target: the checkpoint loader (src/io/checkpoint.c)
+/* fuzz_checkpoint.c — libFuzzer target: the checkpoint loader (src/io/checkpoint_read.c)
  * on any bytes, written to a scratch file (the loader takes a path): verify, read
  * the header, list the sections, and load into a small table (fuzz_ckpt_table.h;
  * the seeds in corpus/checkpoint are valid checkpoints of that table written by
