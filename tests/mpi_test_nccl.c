@@ -225,7 +225,7 @@ static void test_rank_invariance(void **state) {
     assert_int_equal(fdp_realnvp_build(&mg, Ch, H, W, SC, MID, NB, &err), 0);
     fdp_realnvp_alloc_init(&mg, GPU, 5);
     fdp_params *p = &mg.params;
-    fdp_arena *ag = fdp_arena_create(16 << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, GPU, GPU->dev);
+    fdp_arena *ag = fdp_arena_create(16 << 20, GPU->arena_alloc, GPU->arena_free, GPU, GPU->dev);
     fdp_ctx gc = {.be = GPU, .arena = ag, .params = p, .training = 1, .allreduce_f64 = fdp_nccl_allreduce_f64_sum_hook,
                   .comm = NC, .world_size = S};
     if (g_selftest) {
@@ -300,12 +300,12 @@ int main(int argc, char **argv) {
     /* built without CUDA this says so ("built without CUDA ..."); else it names the CUDA error */
     GPU = fdp_backend_cuda_create(-1, &err);
     int have = GPU != NULL;
-    if (!have) snprintf(g_skip_reason, sizeof g_skip_reason, "%s", err.msg);
+    if (!have) snprintf(g_skip_reason, sizeof g_skip_reason, "%.1000s", err.msg);
     /* every rank skips alike: a rank with a GPU must not wait for one without */
     if (fdp_comm_any(C, !have)) {
         if (have) snprintf(g_skip_reason, sizeof g_skip_reason, "another rank has no usable CUDA device");
     } else if (fdp_nccl_create(C, GPU, &NC, &err) != 0) {
-        snprintf(g_skip_reason, sizeof g_skip_reason, "%s", err.msg);
+        snprintf(g_skip_reason, sizeof g_skip_reason, "%.1000s", err.msg);
         NC = NULL;
     }
     const char *self = getenv("FLOWDP_NCCL_SELFTEST");

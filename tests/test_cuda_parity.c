@@ -635,22 +635,22 @@ static void test_memory(void **state) {
     GPU->to_host(GPU, h2, d, sizeof(float) * 20000);
     for (int i = 0; i < 20000; i++) assert_true(h2[i] == (float)i);
     /* pinned double-buffered upload */
-    float *pin[2] = {fdp_pinned_alloc(GPU, sizeof(float) * M), fdp_pinned_alloc(GPU, sizeof(float) * M)};
+    float *pin[2] = {fdp_backend_pinned_alloc(GPU, sizeof(float) * M), fdp_backend_pinned_alloc(GPU, sizeof(float) * M)};
     uint64_t ticket[2] = {0, 0};
     for (int k = 0; k < 6; k++) {
         int s = k & 1;
-        fdp_upload_wait(GPU, ticket[s]);
+        fdp_backend_upload_wait(GPU, ticket[s]);
         for (int i = 0; i < M; i++) pin[s][i] = (float)(k + i);
-        ticket[s] = fdp_upload_async(GPU, k & 1 ? d2 : d, pin[s], sizeof(float) * M);
+        ticket[s] = fdp_backend_upload_async(GPU, k & 1 ? d2 : d, pin[s], sizeof(float) * M);
     }
     GPU->to_host(GPU, h2, d, sizeof(float) * M); /* k = 4 */
     for (int i = 0; i < M; i += 997) assert_true(h2[i] == (float)(4 + i));
     GPU->to_host(GPU, h2, d2, sizeof(float) * M); /* k = 5 */
     for (int i = 0; i < M; i += 997) assert_true(h2[i] == (float)(5 + i));
-    fdp_pinned_free(GPU, pin[0]);
-    fdp_pinned_free(GPU, pin[1]);
+    fdp_backend_pinned_free(GPU, pin[0]);
+    fdp_backend_pinned_free(GPU, pin[1]);
     /* a device arena through the backend allocator */
-    fdp_arena *ar = fdp_arena_create(1 << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, GPU, GPU->dev);
+    fdp_arena *ar = fdp_arena_create(1 << 20, GPU->arena_alloc, GPU->arena_free, GPU, GPU->dev);
     float *p1 = fdp_arena_alloc(ar, 3 << 20), *p2 = fdp_arena_alloc(ar, 100);
     GPU->from_host(GPU, p1, h, 1000 * sizeof(float));
     GPU->from_host(GPU, p2, h, 25 * sizeof(float));
@@ -660,16 +660,16 @@ static void test_memory(void **state) {
     GPU->to_host(GPU, h2, p1, 1000 * sizeof(float));
     assert_memory_equal(h, h2, 1000 * sizeof(float));
     fdp_arena_destroy(ar);
-    fdp_cuda_mem_stats ms;
+    fdp_backend_mem_stats ms;
     if (g_selftest) {
-        assert_int_equal(fdp_cuda_memory_stats(GPU, &ms), -1);
+        assert_int_equal(fdp_backend_memory_stats(GPU, &ms), -1);
         GPU->free(GPU, d);
         GPU->free(GPU, d2);
         free(h);
         free(h2);
         return;
     }
-    assert_int_equal(fdp_cuda_memory_stats(GPU, &ms), 0);
+    assert_int_equal(fdp_backend_memory_stats(GPU, &ms), 0);
     assert_true(ms.backend_peak >= ms.backend_bytes && ms.backend_bytes >= 2 * sizeof(float) * M);
     assert_true(ms.device_total > 0);
     printf("  memory: live %.1f MiB, peak %.1f MiB, pool high %.1f MiB, device free %.0f of %.0f MiB\n",
@@ -788,7 +788,7 @@ static void run_fixture(hid_t f, fdp_backend *be, run_result *r) {
     float *x = be->alloc(be, sizeof(float) * (size_t)(N * D)), *u = be->alloc(be, sizeof(float) * (size_t)(N * D));
     be->from_host(be, x, hx, sizeof(float) * (size_t)(N * D));
     be->from_host(be, u, hu, sizeof(float) * (size_t)(N * D));
-    fdp_arena *arena = fdp_arena_create(64 << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
+    fdp_arena *arena = fdp_arena_create(64 << 20, be->arena_alloc, be->arena_free, be, be->dev);
     fdp_ctx ctx = {.be = be, .arena = arena, .params = p, .training = 1, .world_size = 1};
     r->nll = fdp_realnvp_forward_loss(&m, &ctx, fdp_tensor_wrap(x, N, C, H, W, be->dev),
                                       fdp_tensor_wrap(u, N, C, H, W, be->dev), NULL);
@@ -895,7 +895,7 @@ int main(void) {
     fdp_err err = {{0}};
     /* built without CUDA this says so ("built without CUDA ..."); else it names the CUDA error */
     GPU = fdp_backend_cuda_create(-1, &err);
-    if (!GPU) snprintf(g_skip_reason, sizeof g_skip_reason, "%s", err.msg);
+    if (!GPU) snprintf(g_skip_reason, sizeof g_skip_reason, "%.1000s", err.msg);
     const char *self = getenv("FLOWDP_PARITY_SELFTEST");
     if (!GPU && self && *self && strcmp(self, "0") != 0) {
         /* the harness itself checked on a machine without a GPU: a second CPU

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "data_open.h"
+
 #define CIFAR_PIXELS 3072 /* 3 * 32 * 32 */
 #define CIFAR_RECORD 3073 /* label byte + pixels */
 #define CIFAR_CHUNK 1024  /* records per fread */
@@ -35,8 +37,8 @@ static int path_join(char *buf, size_t len, const char *dir, const char *name, f
 
 /* Read records [0, take) of one file into images/labels; returns 0 or -1. */
 static int read_cifar_file(const char *path, int64_t take, uint8_t *images, int32_t *labels, fdp_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fdp_err_set(err, "%s: cannot open CIFAR-10 file: %s", path, strerror(errno));
+    FILE *f = fdp_data_fopen_regular(path, "a CIFAR-10 .bin file", NULL, err); /* never blocks on a FIFO */
+    if (!f) return -1;
     uint8_t *buf = fdp_xmalloc((size_t)CIFAR_CHUNK * CIFAR_RECORD);
     int rc = 0;
     for (int64_t done = 0; done < take && rc == 0;) {
@@ -110,7 +112,9 @@ int fdp_cifar10_load(const char *dir_or_file, int train, int64_t limit, fdp_data
                                    train ? "data_batch_1.bin .. data_batch_5.bin" : "test_batch.bin");
             return fdp_err_set(err, "%s: cannot open CIFAR-10 file: %s", paths[i], strerror(errno));
         }
-        if (!S_ISREG(st.st_mode)) return fdp_err_set(err, "%s: not a regular file (expected a CIFAR-10 .bin file)", paths[i]);
+        if (!S_ISREG(st.st_mode))
+            return fdp_err_set(err, "%s: not a regular file (%s; expected a CIFAR-10 .bin file)", paths[i],
+                               fdp_data_mode_name(st.st_mode));
         long long size = (long long)st.st_size;
         if (size == 0) return fdp_err_set(err, "%s: empty file (expected 3073-byte CIFAR-10 records)", paths[i]);
         if (size % CIFAR_RECORD != 0)
@@ -126,7 +130,10 @@ int fdp_cifar10_load(const char *dir_or_file, int train, int64_t limit, fdp_data
     for (int i = 0; i < nfiles && at < count; i++) {
         int64_t take = records[i] < count - at ? records[i] : count - at;
         if (read_cifar_file(paths[i], take, out->images + at * CIFAR_PIXELS, out->labels + at, err) != 0) {
-            fdp_dataset_free(out);
+            /* as fdp_dataset_free, which is dataset.c's: dataset.c calls this reader, not the reverse */
+            free(out->images);
+            free(out->labels);
+            memset(out, 0, sizeof *out);
             return -1;
         }
         at += take;

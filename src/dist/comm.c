@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "flowdp/cuda.h"
 #include "flowdp/error.h"
 #include "flowdp/log.h"
 
@@ -20,6 +21,15 @@
 static fdp_comm *g_world_comm = NULL;
 
 fdp_comm *fdp_comm_world(void) { return g_world_comm; }
+
+/* the CUDA backend's view of this rank's place on its node (fdp_backend_cuda_create(-1)):
+ * registered while the world communicator exists, so the backend never calls into dist */
+static int world_node_rank(int *local_rank, int *local_size) {
+    if (!g_world_comm) return -1;
+    *local_rank = g_world_comm->local_rank;
+    *local_size = g_world_comm->local_size;
+    return 0;
+}
 
 /* ---- errors -------------------------------------------------------------------- */
 
@@ -177,6 +187,7 @@ int fdp_comm_init(int *argc, char ***argv, fdp_comm **out, fdp_err *err) {
         fdp_warn("comm: MPI provides thread level %d < MPI_THREAD_FUNNELED; only the main thread calls MPI, "
                  "which is fine for this MPI in practice", provided);
     g_world_comm = c;
+    fdp_cuda_set_node_rank_source(world_node_rank);
     *out = c;
     return 0;
 }
@@ -191,7 +202,10 @@ void fdp_comm_finalize(fdp_comm *c) {
         int rc = MPI_Finalize();
         if (rc != MPI_SUCCESS) fdp_warn("comm: MPI_Finalize failed (MPI error %d)", rc);
     }
-    if (g_world_comm == c) g_world_comm = NULL;
+    if (g_world_comm == c) {
+        g_world_comm = NULL;
+        fdp_cuda_set_node_rank_source(NULL);
+    }
     free(c->wd);
     free(c);
 }

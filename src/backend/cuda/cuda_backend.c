@@ -3,12 +3,13 @@
  * call plus a communication stream ordered with events, host<->device copies
  * (pinned staging slots for from_host), the shared element-wise ops through the
  * launchers generated in src/kernels/elementwise.cu, the double-accumulating
- * reductions of cuda_reduce.cu, and the extras of flowdp/cuda.h (pinned upload,
- * arena allocator, memory statistics). Convolutions and matmul: cuda_conv.c.
+ * reductions of cuda_reduce.cu, and the optional members of backend.h (pinned
+ * upload, arena allocator, memory statistics). Convolutions and matmul:
+ * cuda_conv.c; errors, device memory and stream ordering: cuda_device.c (the layer
+ * below both).
  *
  * Built without CUDA (FLOWDP_HAVE_CUDA undefined) this file compiles to the
- * stubs at the end: fdp_backend_cuda_create says "built without CUDA", the
- * staging helpers serve the CPU backend with host memory.
+ * stubs at the end: fdp_backend_cuda_create says "built without CUDA".
  *
  * Environment:
  *   FLOWDP_CUDA_SYNC=1        synchronize and check after every backend call
@@ -24,64 +25,21 @@
 #include <unistd.h>
 
 #include "flowdp/backend.h"
-#include "flowdp/comm.h"
 #include "flowdp/cuda.h"
 #include "flowdp/error.h"
 #include "flowdp/log.h"
 
-/* ---- helpers every build has ------------------------------------------------------------ */
+/* ---- where fdp_backend_cuda_create(-1) finds this rank's place on its node -------------------- */
+/* set by the communicator (src/dist/comm.c) while the world communicator exists: a
+ * function pointer, so that the backend never calls into dist (dist calls the backend) */
+static fdp_cuda_node_rank_fn g_node_rank_source = NULL;
 
-void *fdp_backend_arena_alloc(void *be, size_t bytes) {
-    fdp_backend *b = be;
-    return b->alloc(b, bytes);
-}
-
-void fdp_backend_arena_free(void *be, void *p) {
-    fdp_backend *b = be;
-    b->free(b, p);
-}
-
-static void *host_aligned_alloc(size_t bytes) {
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0 || !p)
-        FDP_FATAL("out of host memory allocating %zu MiB of staging; hint: reduce the batch size", bytes >> 20);
-    return p;
-}
+void fdp_cuda_set_node_rank_source(fdp_cuda_node_rank_fn fn) { g_node_rank_source = fn; }
 
 #ifdef FLOWDP_HAVE_CUDA
 #include <cuda_runtime.h>
 
 #include "backend/cuda/cuda_internal.h"
-
-/* ---- errors --------------------------------------------------------------------------------- */
-
-void fdp_cuda_fail_at(const char *file, int line, const char *call, cudaError_t e, const char *what) {
-    const char *hint;
-    switch (e) {
-    case cudaErrorMemoryAllocation: hint = "out of device memory; reduce the batch size"; break;
-    case cudaErrorIllegalAddress:
-    case cudaErrorLaunchFailure:
-    case cudaErrorMisalignedAddress:
-    case cudaErrorHardwareStackError:
-    case cudaErrorIllegalInstruction:
-        hint = "a kernel faulted (possibly an earlier one: errors are reported late); rerun with FLOWDP_CUDA_SYNC=1 or "
-               "under compute-sanitizer to find it";
-        break;
-    case cudaErrorNoKernelImageForDevice:
-        hint = "this GPU's architecture is not in the build; reconfigure with CMAKE_CUDA_ARCHITECTURES including it";
-        break;
-    default: hint = "rerun with FLOWDP_CUDA_SYNC=1 to locate the failing call"; break;
-    }
-    int name_len = (int)strcspn(call, "(");
-    fdp_fatal_at(file, line, "CUDA %.*s failed while %s: %s (%s); hint: %s", name_len, call, what,
-                 cudaGetErrorString(e), cudaGetErrorName(e), hint);
-}
-
-void fdp_cuda_debug_sync_at(fdp_cuda *cu, const char *file, int line, const char *what) {
-    cudaError_t e = cudaStreamSynchronize(cu->compute);
-    if (e == cudaSuccess) e = cudaGetLastError();
-    if (e != cudaSuccess) fdp_cuda_fail_at(file, line, "cudaStreamSynchronize (FLOWDP_CUDA_SYNC)", e, what);
-}
 
 /* ---- devices -------------------------------------------------------------------------------- */
 
@@ -178,71 +136,9 @@ static size_t table_remove(fdp_cuda_alloc_table *t, uintptr_t key) {
 
 static size_t backend_live_bytes(const fdp_cuda *cu) { return cu->allocs.bytes; }
 
-static void oom(fdp_cuda *cu, size_t bytes, const char *what, cudaError_t e) {
-    (void)cudaGetLastError();
-    size_t fr = 0, tot = 0;
-    cudaMemGetInfo(&fr, &tot);
-    FDP_FATAL("cuda backend: cannot allocate %.1f MiB for %s on GPU %d (%s): %s; %.0f MiB free of %.0f MiB, flowdp "
-              "holds %.0f MiB (+%.0f MiB workspace/scratch); hint: reduce the batch size",
-              (double)bytes / 1048576.0, what, cu->device, cu->device_name, cudaGetErrorString(e),
-              (double)fr / 1048576.0, (double)tot / 1048576.0, (double)backend_live_bytes(cu) / 1048576.0,
-              (double)cu->scratch_bytes / 1048576.0);
-}
-
-static void *device_alloc(fdp_cuda *cu, size_t bytes, const char *what) {
-    void *p = NULL;
-    if (bytes == 0) bytes = 256;
-    bytes = (bytes + 255) & ~(size_t)255;
-    cudaError_t e = cu->async_pool ? cudaMallocAsync(&p, bytes, cu->compute) : cudaMalloc(&p, bytes);
-    if (e != cudaSuccess && cu->async_pool) {
-        /* the pool keeps freed memory; give it back to the device and try once more */
-        (void)cudaGetLastError();
-        FDP_CUDA_CHECK(cudaStreamSynchronize(cu->compute), "synchronizing before trimming the memory pool");
-        FDP_CUDA_CHECK(cudaMemPoolTrimTo(cu->pool, 0), "trimming the memory pool");
-        e = cudaMallocAsync(&p, bytes, cu->compute);
-    }
-    if (e != cudaSuccess || !p) oom(cu, bytes, what, e);
-    FDP_CHECK(((uintptr_t)p & 63) == 0, "cuda backend: device allocation %p not 64-byte aligned", p);
-    return p;
-}
-
-static void device_free(fdp_cuda *cu, void *p) {
-    if (!p) return;
-    if (cu->async_pool) {
-        /* the comm stream may still read it (gradients, BatchNorm sums): order the free after it */
-        fdp_cuda_compute_after_comm(cu);
-        FDP_CUDA_CHECK(cudaFreeAsync(p, cu->compute), "freeing device memory");
-    } else {
-        FDP_CUDA_CHECK(cudaFree(p), "freeing device memory");
-    }
-}
-
-void *fdp_cuda_raw_alloc(fdp_cuda *cu, size_t bytes, const char *what) {
-    void *p = device_alloc(cu, bytes, what);
-    cu->scratch_bytes += (bytes + 255) & ~(size_t)255;
-    return p;
-}
-
-void fdp_cuda_raw_free(fdp_cuda *cu, void *p, size_t bytes) {
-    if (!p) return;
-    device_free(cu, p);
-    size_t b = (bytes + 255) & ~(size_t)255;
-    cu->scratch_bytes = cu->scratch_bytes >= b ? cu->scratch_bytes - b : 0;
-}
-
-double *fdp_cuda_ensure_doubles(fdp_cuda *cu, double **buf, size_t *cap, size_t n, const char *what) {
-    if (n > *cap) {
-        size_t want = n < 1024 ? 1024 : n + n / 4;
-        fdp_cuda_raw_free(cu, *buf, *cap * sizeof(double));
-        *buf = fdp_cuda_raw_alloc(cu, want * sizeof(double), what);
-        *cap = want;
-    }
-    return *buf;
-}
-
 static void *cuda_alloc(fdp_backend *be, size_t bytes) {
     fdp_cuda *cu = fdp_cuda_impl(be);
-    void *p = device_alloc(cu, bytes, "a backend buffer");
+    void *p = fdp_cuda_device_alloc(cu, bytes, "a backend buffer");
     size_t b = bytes ? (bytes + 255) & ~(size_t)255 : 256;
     table_insert(&cu->allocs, (uintptr_t)p, b);
     size_t live = backend_live_bytes(cu);
@@ -255,7 +151,7 @@ static void cuda_free(fdp_backend *be, void *p) {
     fdp_cuda *cu = fdp_cuda_impl(be);
     size_t sz = table_remove(&cu->allocs, (uintptr_t)p);
     FDP_CHECK(sz != (size_t)-1, "cuda backend: free of %p, which this backend did not allocate (or freed twice)", p);
-    device_free(cu, p);
+    fdp_cuda_device_free(cu, p);
 }
 
 static void cuda_memset0(fdp_backend *be, void *p, size_t bytes) {
@@ -325,16 +221,6 @@ static void cuda_synchronize(fdp_backend *be) {
     fdp_cuda *cu = fdp_cuda_impl(be);
     FDP_CUDA_CHECK(cudaStreamSynchronize(cu->compute), "synchronizing the compute stream");
     FDP_CUDA_CHECK(cudaStreamSynchronize(cu->comm), "synchronizing the communication stream");
-}
-
-void fdp_cuda_comm_after_compute(fdp_cuda *cu) {
-    FDP_CUDA_CHECK(cudaEventRecord(cu->ev_compute, cu->compute), "recording the compute event");
-    FDP_CUDA_CHECK(cudaStreamWaitEvent(cu->comm, cu->ev_compute, 0), "ordering comm after compute");
-}
-
-void fdp_cuda_compute_after_comm(fdp_cuda *cu) {
-    FDP_CUDA_CHECK(cudaEventRecord(cu->ev_comm, cu->comm), "recording the comm event");
-    FDP_CUDA_CHECK(cudaStreamWaitEvent(cu->compute, cu->ev_comm, 0), "ordering compute after comm");
 }
 
 /* ---- element-wise: the generated launchers, on the compute stream ------------------------ */
@@ -413,6 +299,16 @@ static int cuda_has_nonfinite(fdp_backend *be, const float *x, int64_t n) {
 
 /* ---- life cycle ---------------------------------------------------------------------------- */
 
+/* the optional members (defined at the end) */
+static void *cuda_pinned_alloc(fdp_backend *be, size_t bytes);
+static void cuda_pinned_free(fdp_backend *be, void *p);
+static uint64_t cuda_upload_async(fdp_backend *be, void *dst, const void *pinned_src, size_t bytes);
+static void cuda_upload_wait(fdp_backend *be, uint64_t ticket);
+static void *cuda_arena_alloc(void *be, size_t bytes);
+static void cuda_arena_free(void *be, void *p);
+static int cuda_memory_stats(fdp_backend *be, fdp_backend_mem_stats *s);
+static void cuda_reset_peak(fdp_backend *be);
+
 static void cuda_destroy(fdp_backend *be) {
     if (!be) return;
     fdp_cuda *cu = fdp_cuda_impl(be);
@@ -468,8 +364,9 @@ fdp_backend *fdp_backend_cuda_create(int device, fdp_err *err) {
     int count = fdp_cuda_device_count(err);
     if (count < 0) return NULL;
     if (device < 0) {
-        fdp_comm *c = fdp_comm_world();
-        device = c ? fdp_cuda_pick_device(fdp_comm_local_rank(c), fdp_comm_local_size(c), err) : 0;
+        int local_rank = 0, local_size = 1;
+        int have = g_node_rank_source && g_node_rank_source(&local_rank, &local_size) == 0;
+        device = have ? fdp_cuda_pick_device(local_rank, local_size, err) : 0;
         if (device < 0) return NULL;
     } else if (device >= count) {
         fdp_err_set(err, "CUDA device %d requested, but only %d visible (0..%d; CUDA_VISIBLE_DEVICES=%s)", device,
@@ -569,6 +466,14 @@ fdp_backend *fdp_backend_cuda_create(int device, fdp_err *err) {
 #define CUDA_ASSIGN(name) be->name = cuda_##name;
     FDP_ELEMENTWISE_OPS(CUDA_ASSIGN)
 #undef CUDA_ASSIGN
+    be->pinned_alloc = cuda_pinned_alloc;
+    be->pinned_free = cuda_pinned_free;
+    be->upload_async = cuda_upload_async;
+    be->upload_wait = cuda_upload_wait;
+    be->arena_alloc = cuda_arena_alloc;
+    be->arena_free = cuda_arena_free;
+    be->memory_stats = cuda_memory_stats;
+    be->reset_peak = cuda_reset_peak;
     be->destroy = cuda_destroy;
     fdp_debug("cuda backend: device %d %s (sm_%d%d, %d SMs), %s allocator, %s math, cuDNN %zu, sync debug %s", device,
               cu->device_name, cu->cc_major, cu->cc_minor, cu->sm_count,
@@ -581,14 +486,13 @@ fail:
 }
 #undef SETUP_TRY
 
-/* ---- flowdp/cuda.h extras -------------------------------------------------------------------- */
+/* ---- the optional members of backend.h: pinned upload, arena allocator, memory statistics ---- */
 
 /* These may be called from a loader thread: make the backend's GPU current there,
  * or the thread's first CUDA call would create a context on device 0. */
 static void bind_device(fdp_cuda *cu) { FDP_CUDA_CHECK(cudaSetDevice(cu->device), "selecting the backend's GPU"); }
 
-void *fdp_pinned_alloc(fdp_backend *be, size_t bytes) {
-    if (!be || be->dev != FDP_DEVICE_CUDA) return host_aligned_alloc(bytes);
+static void *cuda_pinned_alloc(fdp_backend *be, size_t bytes) {
     bind_device(fdp_cuda_impl(be));
     void *p = NULL;
     cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 64, cudaHostAllocPortable);
@@ -599,21 +503,13 @@ void *fdp_pinned_alloc(fdp_backend *be, size_t bytes) {
     return p;
 }
 
-void fdp_pinned_free(fdp_backend *be, void *p) {
+static void cuda_pinned_free(fdp_backend *be, void *p) {
     if (!p) return;
-    if (!be || be->dev != FDP_DEVICE_CUDA) {
-        free(p);
-        return;
-    }
     bind_device(fdp_cuda_impl(be));
     FDP_CUDA_CHECK(cudaFreeHost(p), "freeing pinned staging");
 }
 
-uint64_t fdp_upload_async(fdp_backend *be, void *dst, const void *pinned_src, size_t bytes) {
-    if (be->dev != FDP_DEVICE_CUDA) {
-        if (bytes && dst != pinned_src) memmove(dst, pinned_src, bytes);
-        return 0;
-    }
+static uint64_t cuda_upload_async(fdp_backend *be, void *dst, const void *pinned_src, size_t bytes) {
     fdp_cuda *cu = fdp_cuda_impl(be);
     if (!bytes) return 0;
     bind_device(cu);
@@ -625,8 +521,8 @@ uint64_t fdp_upload_async(fdp_backend *be, void *dst, const void *pinned_src, si
     return t;
 }
 
-void fdp_upload_wait(fdp_backend *be, uint64_t ticket) {
-    if (!ticket || be->dev != FDP_DEVICE_CUDA) return;
+static void cuda_upload_wait(fdp_backend *be, uint64_t ticket) {
+    if (!ticket) return;
     fdp_cuda *cu = fdp_cuda_impl(be);
     bind_device(cu);
     /* if the ring wrapped, the event now marks a LATER upload on the same stream:
@@ -634,9 +530,19 @@ void fdp_upload_wait(fdp_backend *be, uint64_t ticket) {
     FDP_CUDA_CHECK(cudaEventSynchronize(cu->upload_ev[ticket % FDP_CUDA_UPLOAD_EVENTS]), "waiting for an upload");
 }
 
-int fdp_cuda_memory_stats(fdp_backend *be, fdp_cuda_mem_stats *s) {
+/* the arena's allocator (arena.h's fdp_alloc_fn, ctx = the backend): activations in device memory */
+static void *cuda_arena_alloc(void *be, size_t bytes) {
+    fdp_backend *b = be;
+    return b->alloc(b, bytes);
+}
+
+static void cuda_arena_free(void *be, void *p) {
+    fdp_backend *b = be;
+    b->free(b, p);
+}
+
+static int cuda_memory_stats(fdp_backend *be, fdp_backend_mem_stats *s) {
     memset(s, 0, sizeof *s);
-    if (!be || be->dev != FDP_DEVICE_CUDA) return -1;
     fdp_cuda *cu = fdp_cuda_impl(be);
     s->backend_bytes = backend_live_bytes(cu);
     s->backend_peak = cu->backend_peak;
@@ -652,8 +558,7 @@ int fdp_cuda_memory_stats(fdp_backend *be, fdp_cuda_mem_stats *s) {
     return 0;
 }
 
-void fdp_cuda_reset_peak(fdp_backend *be) {
-    if (!be || be->dev != FDP_DEVICE_CUDA) return;
+static void cuda_reset_peak(fdp_backend *be) {
     fdp_cuda *cu = fdp_cuda_impl(be);
     cu->backend_peak = backend_live_bytes(cu);
     if (cu->async_pool) {
@@ -690,34 +595,5 @@ int fdp_cuda_device_of(const fdp_backend *be) {
     (void)be;
     return -1;
 }
-
-void *fdp_pinned_alloc(fdp_backend *be, size_t bytes) {
-    (void)be;
-    return host_aligned_alloc(bytes);
-}
-
-void fdp_pinned_free(fdp_backend *be, void *p) {
-    (void)be;
-    free(p);
-}
-
-uint64_t fdp_upload_async(fdp_backend *be, void *dst, const void *pinned_src, size_t bytes) {
-    (void)be;
-    if (bytes && dst != pinned_src) memmove(dst, pinned_src, bytes);
-    return 0;
-}
-
-void fdp_upload_wait(fdp_backend *be, uint64_t ticket) {
-    (void)be;
-    (void)ticket;
-}
-
-int fdp_cuda_memory_stats(fdp_backend *be, fdp_cuda_mem_stats *s) {
-    (void)be;
-    memset(s, 0, sizeof *s);
-    return -1;
-}
-
-void fdp_cuda_reset_peak(fdp_backend *be) { (void)be; }
 
 #endif

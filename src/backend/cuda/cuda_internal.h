@@ -104,6 +104,7 @@ typedef struct fdp_cuda {
 
 static inline fdp_cuda *fdp_cuda_impl(fdp_backend *be) { return (fdp_cuda *)be->impl; }
 
+/* ---- cuda_device.c: the lowest layer (calls nothing of cuda_backend.c / cuda_conv.c) ---- */
 /* FDP_CUDA_CHECK(call, "what it was doing") : fatal with cudaGetErrorName/String */
 void fdp_cuda_fail_at(const char *file, int line, const char *call, cudaError_t e, const char *what)
     __attribute__((noreturn));
@@ -119,6 +120,11 @@ void fdp_cuda_debug_sync_at(fdp_cuda *cu, const char *file, int line, const char
         if ((cu)->sync_debug) fdp_cuda_debug_sync_at((cu), __FILE__, __LINE__, (what));   \
     } while (0)
 
+/* device memory, stream-ordered on compute in pool mode (frees wait for the comm
+ * stream), 256-byte granules, fatal with the memory situation when out of memory;
+ * be->alloc counts it in its table */
+void *fdp_cuda_device_alloc(fdp_cuda *cu, size_t bytes, const char *what);
+void fdp_cuda_device_free(fdp_cuda *cu, void *p);
 /* raw device memory for the backend's own buffers (stream-ordered on compute in
  * pool mode); counted in scratch_bytes, not in the be->alloc statistics */
 void *fdp_cuda_raw_alloc(fdp_cuda *cu, size_t bytes, const char *what);
@@ -130,7 +136,7 @@ double *fdp_cuda_ensure_doubles(fdp_cuda *cu, double **buf, size_t *cap, size_t 
 void fdp_cuda_comm_after_compute(fdp_cuda *cu);  /* comm stream waits for the compute work issued so far */
 void fdp_cuda_compute_after_comm(fdp_cuda *cu);  /* compute stream waits for the comm work issued so far */
 
-/* cuda_conv.c */
+/* ---- cuda_conv.c (uses only cuda_device.c) ---- */
 fdp_cuda_conv *fdp_cuda_conv_create(fdp_cuda *cu);
 void fdp_cuda_conv_destroy(fdp_cuda *cu, fdp_cuda_conv *cc);
 void fdp_cuda_conv_forward(fdp_backend *be, fdp_conv_shape s, const float *x, const float *w, const float *bias,

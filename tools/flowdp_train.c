@@ -1,4 +1,4 @@
-/* train_main.c — flowdp-train: the command line around the training loop
+/* flowdp_train.c — flowdp-train: the command line around the training loop
  * (src/train/trainer.c). Runs as one process or as N MPI ranks (mpiexec/srun). */
 #include <getopt.h>
 #include <signal.h>
@@ -57,8 +57,10 @@ static void usage(FILE *f) {
             "                        or start from scratch when there is none (default)\n"
             "  --resume none         start from scratch (existing checkpoints of the same step are replaced)\n"
             "  --resume PATH         continue from that checkpoint\n"
-            "  --force               a new run (not resuming) may replace a [log] metrics file that is not\n"
-            "                        a flowdp metrics file (without it that is refused: exit 2)\n"
+            "  --force               let the run replace files that are not of its kind: a [log] metrics\n"
+            "                        file that is not a flowdp metrics file (on resume: move it aside), and\n"
+            "                        ckpt_*.h5 or best.h5 in [checkpoint] dir that are not HDF5 files\n"
+            "                        (without it these are refused: exit 2). Never an input of the run.\n"
             "  --print-config        print the effective configuration (every key) and exit\n"
             "  --get S.K             print the effective value of one key and exit (for job scripts,\n"
             "                        e.g. --get checkpoint.dir to find the STOPPED marker)\n"
