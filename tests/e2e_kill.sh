@@ -28,7 +28,7 @@
 source "$(dirname "$0")/e2e_common.sh" "$@"
 
 ROUNDS=${E2E_KILL_ROUNDS:-20}
-STEPS=$((40 + 15 * ROUNDS))
+STEPS=$((40 + 8 * ROUNDS))
 COMMON=(--config "$CONFIG" --set log.progress=false --set log.every=1 --set "train.steps=$STEPS"
     --set train.eval_every=0 --set data.test_limit=8)
 D=$WORK/run

@@ -21,6 +21,7 @@
 #include "flowdp/backend.h"
 #include "flowdp/checkpoint.h"
 #include "flowdp/h5util.h"
+#include "flowdp/model_io.h"
 #include "flowdp/params.h"
 #include "testutil.h"
 
@@ -602,7 +603,7 @@ static void test_newest_valid_prune_copy(void **state) {
     assert_int_equal((int)s100.st_nlink, 1);
     assert_true(sb.st_ino != s100.st_ino);
     assert_int_equal(sb.st_size, s100.st_size);
-    assert_int_equal(fdp_ckpt_prune(dir, 3, p200, &err), 0);
+    assert_int_equal(fdp_ckpt_prune(dir, 3, p200, INT64_MAX, &err), 0);
     for (int64_t s = 100; s <= 600; s += 100) {
         fdp_ckpt_path_for_step(dir, s, path, sizeof path);
         int keep = s >= 400 || s == 200;
@@ -611,12 +612,25 @@ static void test_newest_valid_prune_copy(void **state) {
     fdp_ckpt_meta m;
     assert_int_equal(fdp_ckpt_verify(best, &m, &err), 0); /* best survives pruning of its source */
     assert_int_equal(m.step, 100);
-    assert_int_equal(fdp_ckpt_prune(dir, 1, NULL, &err), 0);
+    assert_int_equal(fdp_ckpt_prune(dir, 1, NULL, INT64_MAX, &err), 0);
     fdp_ckpt_path_for_step(dir, 600, path, sizeof path);
     assert_true(file_size(path) > 0);
     fdp_ckpt_path_for_step(dir, 400, path, sizeof path);
     assert_int_equal(file_size(path), -1);
-    assert_int_equal(fdp_ckpt_prune(dir, 0, NULL, &err), -1);
+    assert_int_equal(fdp_ckpt_prune(dir, 0, NULL, INT64_MAX, &err), -1);
+    /* a run at step 450 (resumed from 400, the 600 skipped as damaged): prune after its
+     * save keeps 450, deletes 400, and leaves the later 600 alone (not this run's) */
+    char p450[800], p400[800];
+    fdp_ckpt_path_for_step(dir, 450, p450, sizeof p450);
+    fdp_ckpt_path_for_step(dir, 400, p400, sizeof p400);
+    copy_file(best, p450);
+    copy_file(best, p400);
+    assert_int_equal(fdp_ckpt_prune(dir, 1, p450, 450, &err), 0);
+    assert_true(file_size(p450) > 0);
+    assert_int_equal(file_size(p400), -1);
+    fdp_ckpt_path_for_step(dir, 600, path, sizeof path);
+    assert_true(file_size(path) > 0);
+    unlink(p450);
     /* only the corrupt 600 is left: nothing valid */
     assert_int_equal(fdp_ckpt_find_newest_valid(dir, out, sizeof out, &err), 1);
     unlink(tmp_new);
@@ -757,6 +771,107 @@ static void test_kill_during_save(void **state) {
 }
 
 /* after each test: no HDF5 object may be left open (by the library or the test) */
+/* ---- a checkpoint written before the checkpoint_*.c split (format_version 1) ----------
+ * tests/data/ckpt_v1_tiny.h5: flowdp-train on configs/tiny_test.ini with
+ * --set train.steps=2 --set checkpoint.every=2 --set train.eval_every=0
+ * --set model.mid_channels=2 --set model.num_scales=1, written by src/io/checkpoint.c
+ * as it was before the metadata table; ckpt_v1_tiny.config.txt is its /config as that
+ * code read it. The refactored code must verify it (same checksum stream), read the
+ * same meta and config, load it into the model it describes, and re-save the same
+ * content with the same checksum. */
+static void v1_fixture(char *out, size_t len, const char *name) {
+    const char *src = getenv("FLOWDP_SOURCE_DIR");
+    if (src && *src) {
+        snprintf(out, len, "%s/tests/data/%s", src, name);
+        return;
+    }
+    const char *self = __FILE__; /* .../tests/test_checkpoint.c */
+    const char *slash = strrchr(self, '/');
+    snprintf(out, len, "%.*sdata/%s", slash ? (int)(slash - self + 1) : 0, self, name);
+}
+
+static void expect_v1_meta(const fdp_ckpt_meta *m) {
+    assert_int_equal(m->step, 2);
+    assert_int_equal(m->epoch, 0);
+    assert_int_equal(m->epoch_step, 2);
+    assert_true(m->seed == 3);
+    assert_int_equal(m->world_size, 1);
+    assert_true(m->best_test_bpd == 0x1.63aeb68799b6cp+3);
+    assert_true(m->last_test_bpd == 0x1.63aeb68799b6cp+3);
+    assert_string_equal(m->model_type, "realnvp");
+    assert_int_equal(m->nonfinite_skipped, 0);
+    assert_int_equal(m->image_c, 1);
+    assert_int_equal(m->image_h, 28);
+    assert_int_equal(m->image_w, 28);
+    assert_int_equal(m->global_batch, 8);
+}
+
+static uint64_t read_checksum_attr(const char *path) {
+    uint64_t sum = 0;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t a = H5Aopen(f, "checksum", H5P_DEFAULT);
+    assert_true(a >= 0);
+    assert_true(H5Aread(a, H5T_NATIVE_UINT64, &sum) >= 0);
+    H5Aclose(a);
+    H5Fclose(f);
+    return sum;
+}
+
+static void test_v1_fixture_still_loads(void **state) {
+    (void)state;
+    char path[1200], cfg_path[1200], resaved[700];
+    v1_fixture(path, sizeof path, "ckpt_v1_tiny.h5");
+    v1_fixture(cfg_path, sizeof cfg_path, "ckpt_v1_tiny.config.txt");
+    FILE *cf = fopen(cfg_path, "rb");
+    assert_non_null(cf);
+    char want_cfg[8192];
+    size_t nc = fread(want_cfg, 1, sizeof want_cfg - 1, cf);
+    fclose(cf);
+    want_cfg[nc] = 0;
+    assert_true(nc > 100);
+
+    fdp_err err = {{0}};
+    fdp_ckpt_meta m;
+    if (fdp_ckpt_verify(path, &m, &err) != 0) fail_msg("verify %s: %s", path, err.msg);
+    expect_v1_meta(&m);
+    char *cfg = NULL;
+    memset(&m, 0xAB, sizeof m);
+    assert_int_equal(fdp_ckpt_read_header(path, &m, &cfg, &err), 0);
+    expect_v1_meta(&m);
+    assert_non_null(cfg);
+    assert_string_equal(cfg, want_cfg);
+    free(cfg);
+    assert_int_equal(fdp_ckpt_sections(path, &err), FDP_CKPT_HAS_OPT_M | FDP_CKPT_HAS_OPT_V);
+
+    /* the model the checkpoint describes, then everything loaded by name */
+    fdp_model *model = NULL;
+    fdp_config conf;
+    if (fdp_model_from_checkpoint(path, g_be, 0, &model, &conf, &m, &err) != 0)
+        fail_msg("model from %s: %s", path, err.msg);
+    expect_v1_meta(&m);
+    fdp_config_free(&conf);
+    fdp_params *p = model->params;
+    size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
+    assert_true(np > 0);
+    float *h = calloc(3 * np + nb + 1, sizeof(float));
+    assert_non_null(h);
+    fdp_ckpt_state s = {p, h, h + 3 * np, h + np, h + 2 * np, NULL};
+    memset(&m, 0, sizeof m);
+    if (fdp_ckpt_load_expect(path, "realnvp", &s, &m, &cfg, &err) != 0) fail_msg("load %s: %s", path, err.msg);
+    expect_v1_meta(&m);
+    assert_string_equal(cfg, want_cfg);
+
+    /* the same content saved by this code: the same checksum as the old writer's */
+    path_in(resaved, sizeof resaved, "v1_resaved.h5");
+    assert_int_equal(fdp_ckpt_save(resaved, &s, &m, cfg, &err), 0);
+    free(cfg);
+    assert_int_equal(fdp_ckpt_verify(resaved, NULL, &err), 0);
+    assert_true(read_checksum_attr(resaved) == read_checksum_attr(path));
+    free(h);
+    fdp_model_destroy(model);
+}
+
 static int no_open_objects(void **state) {
     (void)state;
     ssize_t n = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
@@ -798,6 +913,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_newest_valid_prune_copy, no_open_objects),
         cmocka_unit_test_teardown(test_crash_leaves_tmp, no_open_objects),
         cmocka_unit_test_teardown(test_kill_during_save, no_open_objects),
+        cmocka_unit_test_teardown(test_v1_fixture_still_loads, no_open_objects),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

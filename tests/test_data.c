@@ -10,6 +10,8 @@
 #include <zlib.h>
 
 #include "flowdp/data.h"
+#include "flowdp/pack.h"
+#include "flowdp/shards.h"
 #include "testutil.h"
 
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
@@ -590,6 +592,64 @@ static void test_fashion_mnist(void **state) {
     fdp_dataset_free(&d);
 }
 
+/* odd files where a data file is expected: a FIFO never hangs a reader (O_NONBLOCK, then
+ * refused), a binary file is no shard index, a header key stated twice is named, pack never
+ * replaces its own input (even with --force), a class folder name the index cannot carry */
+static void test_odd_files(void **state) {
+    (void)state;
+    char p[600], q[600], out[600];
+    fdp_dataset d;
+    fdp_shards *s = NULL;
+    fdp_err err = {{0}};
+    tmp_path(p, sizeof p, "fifo-images-idx3-ubyte");
+    assert_int_equal(mkfifo(p, 0600), 0);
+    assert_int_equal(fdp_dataset_load("idx", p, 1, 0, &d, &err), -1);
+    assert_msg_has(&err, "fifo-images-idx3-ubyte: not a regular file (a FIFO");
+    assert_int_equal(fdp_dataset_load("cifar10", p, 1, 0, &d, &err), -1);
+    assert_msg_has(&err, "not a regular file (a FIFO");
+    assert_int_equal(fdp_shards_open(p, 1, 0, &s, &err), -1);
+    assert_msg_has(&err, "not a regular file (a FIFO");
+    /* an IDX file as the index: binary from its first line */
+    tmp_path(q, sizeof q, "n-images-idx3-ubyte");
+    write_idx_images(q, 0x803, 64, 28, 28, 0, 0);
+    assert_int_equal(fdp_shards_open(q, 1, 0, &s, &err), -1);
+    assert_msg_has(&err, "n-images-idx3-ubyte: not a flowdp shard index (it does not start with 'flowdp-shards 1'");
+    /* pack it, then an index that states its height twice */
+    const char *in[1] = {q};
+    fdp_pack_opts o = {.out_dir = tmp_path(out, sizeof out, "o"), .split = "train", .format = "auto",
+                       .per_shard = 40, .threads = 1};
+    fdp_pack_result r;
+    if (fdp_pack(in, 1, &o, &r, &err) != 0) fail_msg("%s", err.msg);
+    tmp_path(p, sizeof p, "o/dup.index");
+    FILE *f = fopen(p, "w");
+    fputs("flowdp-shards 1\nheight 28\nwidth 28\nchannels 1\nheight 14\ncount 64\n"
+          "shard train-00000-of-00002.h5 40\nshard train-00001-of-00002.h5 24\n", f);
+    fclose(f);
+    assert_int_equal(fdp_shards_open(p, 1, 0, &s, &err), -1);
+    assert_msg_has(&err, "dup.index:5: a second 'height' line (the first is line 2)");
+    /* --force never replaces an input: here the input is (a hard link to) shard 0 */
+    tmp_path(p, sizeof p, "o/train-00000-of-00002.h5");
+    struct stat before, after;
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(link(q, p), 0);
+    assert_int_equal(stat(q, &before), 0);
+    o.force = 1;
+    assert_int_equal(fdp_pack(in, 1, &o, &r, &err), -1);
+    assert_msg_has(&err, "train-00000-of-00002.h5: this output would replace");
+    assert_msg_has(&err, "an input of this run");
+    assert_int_equal(stat(q, &after), 0);
+    assert_true(before.st_ino == after.st_ino && before.st_mtime == after.st_mtime);
+    /* a class folder named with a newline would write an index line of its own */
+    const char *mk[] = {"im", "im/a", "im/c\nshard evil.h5 5"};
+    for (int i = 0; i < 3; i++) assert_int_equal(mkdir(tmp_path(p, sizeof p, mk[i]), 0700), 0);
+    in[0] = tmp_path(q, sizeof q, "im");
+    o.out_dir = tmp_path(out, sizeof out, "o_im");
+    o.size = 4;
+    o.force = 0;
+    assert_int_equal(fdp_pack(in, 1, &o, &r, &err), -1);
+    assert_msg_has(&err, "im/c\\nshard evil.h5 5: a class folder whose name holds a control character");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_idx_roundtrip, setup_dir, teardown_dir),
@@ -602,6 +662,7 @@ int main(void) {
         cmocka_unit_test(test_sampler_rank_slices),
         cmocka_unit_test(test_eval_ranges),
         cmocka_unit_test(test_fashion_mnist),
+        cmocka_unit_test_setup_teardown(test_odd_files, setup_dir, teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -92,6 +92,14 @@ static int bench_data(const char *index, int readers, int batch, int steps, int 
         fprintf(stderr, "flowdp-bench: %s\n", err.msg);
         return 2;
     }
+    if (probe.n < (int64_t)batch * readers) {
+        fprintf(stderr, "flowdp-bench: %s: %lld images cannot fill one global batch of %d x %d readers\n", index,
+                (long long)probe.n, batch, readers);
+        fdp_source_close(&probe);
+        free(jobs);
+        free(th);
+        return 2;
+    }
     printf("flowdp-bench --data: %s: %lld images of %dx%dx%d; %d reader thread(s) x %d batches of %d%s%s\n",
            probe.desc, (long long)probe.n, probe.c, probe.h, probe.w, readers, steps, batch, hflip ? ", hflip" : "",
            translate > 0 ? ", translate" : "");
@@ -110,10 +118,9 @@ static int bench_data(const char *index, int readers, int batch, int steps, int 
     for (int r = 0; r < readers; r++) {
         pthread_join(th[r], NULL);
         total += jobs[r].images;
-        if (jobs[r].failed) {
+        if (jobs[r].failed && !bad) /* one line: every reader fails alike */
             fprintf(stderr, "flowdp-bench: %s\n", jobs[r].err.msg);
-            bad = 1;
-        }
+        bad |= jobs[r].failed;
     }
     double el = now_s() - t0;
     free(jobs);
@@ -254,7 +261,7 @@ static int bench_config(const char *config_path, const char **sets, int nsets, i
     else
         fdp_adam_init(&opt, p, (float)cfg.train.adam_beta1, (float)cfg.train.adam_beta2, (float)cfg.train.adam_eps,
                       (float)cfg.train.weight_decay);
-    fdp_arena *arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
+    fdp_arena *arena = fdp_arena_create(64u << 20, be->arena_alloc, be->arena_free, be, be->dev);
     fdp_buckets *buckets = fdp_buckets_create(comm, p, cfg.train.bucket_mb);
     if (nc) fdp_buckets_use_nccl(buckets, nc);
     cfg_bench cb = {buckets, p};
@@ -326,8 +333,8 @@ static int bench_config(const char *config_path, const char **sets, int nsets, i
     getrusage(RUSAGE_SELF, &ru);
     double rss[1] = {ru.ru_maxrss / 1024.0};
     fdp_comm_allreduce_f64(comm, rss, 1, FDP_REDUCE_MAX);
-    fdp_cuda_mem_stats ms;
-    int have_ms = fdp_cuda_memory_stats(be, &ms) == 0;
+    fdp_backend_mem_stats ms;
+    int have_ms = fdp_backend_memory_stats(be, &ms) == 0;
     if (rank == 0) {
         printf("median step %.1f ms on rank 0, %.1f ms on the slowest rank, over %d steps after %d warm-up; "
                "train bpd first %.4f last %.4f\n",
@@ -408,8 +415,10 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'i':
-            if (sscanf(optarg, "%dx%dx%d", &C, &H, &W) != 3 || C < 1 || H < 1 || W < 1) {
-                fprintf(stderr, "flowdp-bench: --in %s: expected CxHxW, e.g. 1x28x28\n", optarg);
+            if (sscanf(optarg, "%dx%dx%d", &C, &H, &W) != 3 || C < 1 || H < 1 || W < 1 || C > 64 || H > 4096 ||
+                W > 4096) {
+                fprintf(stderr, "flowdp-bench: --in %s: expected CxHxW with C 1..64 and H, W 1..4096, e.g. 1x28x28\n",
+                        optarg);
                 free(sets);
                 return 2;
             }
@@ -459,6 +468,12 @@ int main(int argc, char **argv) {
         }
         return bench_data(data, readers, batch, steps, hflip, translate);
     }
+    if (in_given && (int64_t)batch * C * H * W > ((int64_t)1 << 28)) {
+        fprintf(stderr, "flowdp-bench: --in %dx%dx%d with --batch %d: %lld values per image batch, more than 2^28 "
+                        "(a smaller batch or image)\n", C, H, W, batch, (long long)batch * C * H * W);
+        free(sets);
+        return 2;
+    }
     if (warmup >= steps) {
         fprintf(stderr, "flowdp-bench: --warmup %d: must be below --steps %d\n", warmup, steps);
         free(sets);
@@ -496,7 +511,7 @@ int main(int argc, char **argv) {
     m.rebuild_activations = rebuild;
     fdp_adam opt;
     fdp_adam_init(&opt, &m.params, 0.9f, 0.999f, 1e-8f, 0.0f);
-    fdp_arena *arena = fdp_arena_create(256u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
+    fdp_arena *arena = fdp_arena_create(256u << 20, be->arena_alloc, be->arena_free, be, be->dev);
     fdp_ctx ctx = {.be = be, .arena = arena, .params = &m.params, .training = 1, .world_size = 1};
 
     int64_t D = (int64_t)C * H * W;

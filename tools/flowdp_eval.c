@@ -239,7 +239,7 @@ static int run_eval(fdp_comm *comm, const eval_opts *o, fdp_model *m, fdp_backen
     fdp_err err = {{0}};
     int64_t b, e;
     fdp_eval_range(ds->n, rank, world, &b, &e);
-    fdp_arena *arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
+    fdp_arena *arena = fdp_arena_create(64u << 20, be->arena_alloc, be->arena_free, be, be->dev);
     fdp_eval_sums s = {0, 0, 0, 0};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

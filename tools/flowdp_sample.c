@@ -142,7 +142,7 @@ static long long count_nonfinite(const float *x, long long count, int64_t D) {
 static void draw_samples(fdp_model *m, fdp_backend *be, const sample_opts *o, float *grid) {
     int n = o->n;
     int64_t D = (int64_t)m->C * m->H * m->W;
-    fdp_arena *arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, be, be->dev);
+    fdp_arena *arena = fdp_arena_create(64u << 20, be->arena_alloc, be->arena_free, be, be->dev);
     fdp_ctx ctx = {.be = be, .arena = arena, .params = m->params, .training = 0, .world_size = 1, .no_grad = 1};
     int64_t *hidx = fdp_xmalloc(sizeof(int64_t) * (size_t)n);
     for (int j = 0; j < n; j++) hidx[j] = j;

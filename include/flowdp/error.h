@@ -13,11 +13,13 @@
 #include <stddef.h>
 
 typedef struct fdp_err {
-    char msg[1024]; /* one line, no trailing newline; empty when no error */
+    char msg[4096]; /* one line, no trailing newline; empty when no error (room for a PATH_MAX path) */
 } fdp_err;
 
 /* Fill err (if not NULL) with a printf-formatted one-line message; returns -1 so
- * that `return fdp_err_set(err, ...)` reads naturally. */
+ * that `return fdp_err_set(err, ...)` reads naturally. Control characters in the
+ * result (a newline in a file name, say) are written as \n, \r, \t or \xHH, so
+ * the message stays one line whatever the arguments hold. */
 int fdp_err_set(fdp_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Print "flowdp: <file>:<line>: <message>" and abort the job (exit code 1, or the
@@ -28,6 +30,10 @@ void fdp_fatal_at(const char *file, int line, const char *fmt, ...)
 /* The hook called by fdp_fatal_at after printing (src/dist sets MPI_Abort). */
 typedef void (*fdp_abort_hook)(int exit_code);
 void fdp_set_abort_hook(fdp_abort_hook hook);
+
+/* Copy src to dst (len bytes) with control characters escaped as fdp_err_set does;
+ * returns dst. For one-line messages printed without an fdp_err. */
+char *fdp_escape_line(char *dst, size_t len, const char *src);
 
 #define FDP_FATAL(...) fdp_fatal_at(__FILE__, __LINE__, __VA_ARGS__)
 /* FDP_CHECK(cond, "what went wrong; hint: what to do", args...) */

@@ -1,5 +1,6 @@
 /* log.c — rank-aware logging to stderr (info goes to stdout on rank 0). */
 #include "flowdp/log.h"
+#include "flowdp/error.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,11 +22,12 @@ void fdp_log(fdp_log_level level, const char *fmt, ...) {
     if (level >= FDP_LOG_INFO && g_rank != 0) return;
     FILE *out = level >= FDP_LOG_INFO ? stdout : stderr;
     static const char *tag[] = {"error: ", "warning: ", "", "debug: "};
-    char buf[2048];
+    char raw[4096], buf[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    fdp_escape_line(buf, sizeof buf, raw); /* one line, whatever a file name holds */
     if (g_size > 1 && level < FDP_LOG_INFO)
         fprintf(out, "%s [rank %d]: %s%s\n", g_prog, g_rank, tag[level], buf);
     else if (level < FDP_LOG_INFO)

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "flowdp/log.h"
+#include "data_open.h"
 
 void fdp_dataset_free(fdp_dataset *d) {
     if (!d) return;
@@ -33,7 +34,7 @@ static int idx_images_path(const char *path, int train, char *buf, size_t len, f
     for (int gz = 1; gz >= 0; gz--) {
         if (snprintf(buf, len, "%s%s%s%s", path, sep, stem, gz ? ".gz" : "") >= (int)len)
             return fdp_err_set(err, "%s: path too long", path);
-        if (stat_kind(buf) == 1) return 0;
+        if (stat_kind(buf) != 0) return 0; /* not a regular file: the reader says so */
     }
     return fdp_err_set(err, "%s: missing IDX images file: neither %s nor %s.gz is in this directory", path, stem, stem);
 }
@@ -59,7 +60,11 @@ int fdp_dataset_load(const char *format, const char *path, int train, int64_t li
         char images[4096], labels[4096];
         if (idx_images_path(path, train, images, sizeof images, err) != 0) return -1;
         const char *labels_path = NULL;
-        if (idx_labels_path(images, labels, sizeof labels) && stat_kind(labels) == 1) labels_path = labels;
+        if (idx_labels_path(images, labels, sizeof labels) && stat_kind(labels) != 0) {
+            /* a labels file that is there but not a regular file (a FIFO, a directory) is refused, not ignored */
+            if (fdp_data_stat_regular(labels, "an IDX labels file", NULL, err) != 0) return -1;
+            labels_path = labels;
+        }
         if (fdp_idx_load(images, labels_path, limit, out, err) != 0) return -1;
         /* the note only once the images loaded: an error stays one line */
         if (!labels_path) fdp_info("dataset %s: no labels file beside it; loaded images only", images);

@@ -18,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
+
+#include "data_open.h"
 
 #define IDX_MAGIC_IMAGES 0x00000803u
 #define IDX_MAGIC_LABELS 0x00000801u
@@ -44,28 +47,25 @@ static void idx_close(idx_file *x) {
 static int idx_open(idx_file *x, const char *path, fdp_err *err) {
     memset(x, 0, sizeof *x);
     x->path = path;
-    FILE *f = fopen(path, "rb");
-    if (!f) return fdp_err_set(err, "%s: cannot open IDX file: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        int e = errno;
-        fclose(f);
-        return fdp_err_set(err, "%s: cannot stat IDX file: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        fclose(f);
-        return fdp_err_set(err, "%s: not a regular file (expected an IDX file)", path);
-    }
+    /* never fopen/gzopen the path itself: both block on a FIFO before any check */
+    FILE *f = fdp_data_fopen_regular(path, "an IDX file", &st, err);
+    if (!f) return -1;
     unsigned char m[2] = {0, 0};
     size_t got = fread(m, 1, 2, f);
+    rewind(f);
     if (got == 2 && m[0] == 0x1f && m[1] == 0x8b) {
+        int fd = dup(fileno(f)); /* shares the offset, which rewind set to 0 */
+        int e = errno;
         fclose(f);
-        x->gz = gzopen(path, "rb");
-        if (!x->gz) return fdp_err_set(err, "%s: cannot open gzipped IDX file: %s", path, strerror(errno));
+        x->gz = fd >= 0 ? gzdopen(fd, "rb") : NULL;
+        if (!x->gz) {
+            if (fd >= 0) e = errno, close(fd);
+            return fdp_err_set(err, "%s: cannot open gzipped IDX file: %s", path, strerror(e));
+        }
         gzbuffer(x->gz, 1u << 17);
         return 0;
     }
-    rewind(f);
     x->plain = f;
     x->plain_size = (uint64_t)st.st_size;
     return 0;

@@ -36,11 +36,6 @@ static int kind_of(const char *format) {
     return -1;
 }
 
-int pk_ends_with_ci(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcasecmp(s + a - b, suffix) == 0;
-}
-
 static int is_dir(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
@@ -161,9 +156,13 @@ static int pack_mem_or_npz(packer *pk, pk_input *in, fdp_err *err) {
                         continue;
                     }
                     int64_t v = pk_label_value(lraw + i * in->labels_h.itemsize, &in->labels_h);
-                    if (v < 1 || v > INT32_MAX)
-                        rc = fdp_err_set(err, "%s: labels.npy[%lld] = %lld: expected 1-based class labels (>= 1)",
-                                         in->path, (long long)(pos + a + i), (long long)v);
+                    if (v < 1 || v > INT32_MAX) {
+                        char shown[32]; /* an unsigned dtype's value as unsigned: <u8 2^63 + 5 is not negative */
+                        if (in->labels_h.kind == 'u') snprintf(shown, sizeof shown, "%llu", (unsigned long long)(uint64_t)v);
+                        else snprintf(shown, sizeof shown, "%lld", (long long)v);
+                        rc = fdp_err_set(err, "%s: labels.npy[%lld] = %s: expected 1-based class labels (1 .. 2^31-1)",
+                                         in->path, (long long)(pos + a + i), shown);
+                    }
                     lab[i] = (int32_t)(v - 1);
                 }
             } else {
@@ -187,6 +186,12 @@ static int pack_mem_or_npz(packer *pk, pk_input *in, fdp_err *err) {
             fdp_shard_writer_abort(sw);
         }
         pos += cnt;
+    }
+    /* libzip checks a member's CRC-32 only when a read reaches its end: read on past the rows
+     * packed (the limit may leave some) so that a damaged member is refused */
+    if (rc == 0 && in->kind == IN_NPZ && !stop_requested(pk)) {
+        rc = pk_zread_to_end(z.data, in->path, "data.npy", err);
+        if (rc == 0 && in->has_labels) rc = pk_zread_to_end(z.labels, in->path, "labels.npy", err);
     }
     if (in->kind == IN_NPZ) pk_npz_close(&z);
     free(chw);
@@ -331,6 +336,73 @@ static int plan_all(packer *pk, const char *const *inputs, int n_inputs, fdp_err
     return 0;
 }
 
+/* ---- no output replaces an input (even with --force) ---------------------------------- */
+typedef struct pk_out {
+    dev_t dev;
+    ino_t ino;
+    char path[PK_PATH_MAX * 2];
+} pk_out;
+
+/* path (and, depth > 0, what a directory holds, depth levels down) against the existing
+ * outputs; -1 + err when one of them is the same file */
+static int check_input_tree(const char *path, int depth, const pk_out *outs, int n_outs, fdp_err *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    for (int k = 0; k < n_outs; k++)
+        if (outs[k].dev == st.st_dev && outs[k].ino == st.st_ino)
+            return fdp_err_set(err, "%s: this output would replace %s, an input of this run (even with --force, no "
+                               "input is replaced): choose another --out directory", outs[k].path, path);
+    if (!S_ISDIR(st.st_mode) || depth == 0) return 0;
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[PK_PATH_MAX + 512];
+        if (snprintf(p, sizeof p, "%s/%s", path, e->d_name) >= (int)sizeof p) continue;
+        rc = check_input_tree(p, depth - 1, outs, n_outs, err);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* the IDX labels file beside an images file, as fdp_dataset_load finds it; 0 when none */
+static int idx_labels_beside(const char *images, char *out, size_t len) {
+    const char *slash = strrchr(images, '/'), *name = slash ? slash + 1 : images, *hit = NULL;
+    for (const char *p = strstr(name, "images-idx3"); p; p = strstr(p + 1, "images-idx3")) hit = p;
+    if (!hit) return 0;
+    int r = snprintf(out, len, "%.*slabels-idx1%s", (int)(hit - images), images, hit + strlen("images-idx3"));
+    return r >= 0 && (size_t)r < len;
+}
+
+/* --force: refuse when an index or shard path that would be replaced is (the same file
+ * as) an input, or a file inside an input folder (class/image, cifar-10-batches-bin/x) */
+static int refuse_replacing_inputs(packer *pk, const char *index_path, fdp_err *err) {
+    pk_out *outs = malloc(sizeof *outs * ((size_t)pk->n_shards + 1));
+    if (!outs) return fdp_err_set(err, "%s: out of memory", pk->o->out_dir);
+    int n = 0;
+    for (int s = -1; s < pk->n_shards; s++) {
+        struct stat st;
+        if (s < 0) snprintf(outs[n].path, sizeof outs[n].path, "%s", index_path);
+        else final_path(pk, s, outs[n].path, sizeof outs[n].path);
+        if (stat(outs[n].path, &st) != 0) continue;
+        outs[n].dev = st.st_dev;
+        outs[n].ino = st.st_ino;
+        n++;
+    }
+    int rc = 0;
+    for (int i = 0; i < pk->n_in && rc == 0 && n > 0; i++) {
+        const pk_input *in = &pk->in[i];
+        rc = check_input_tree(in->path, 2, outs, n, err);
+        char lab[PK_PATH_MAX + 16];
+        if (rc == 0 && in->kind == IN_IDX && idx_labels_beside(in->path, lab, sizeof lab))
+            rc = check_input_tree(lab, 0, outs, n, err);
+    }
+    free(outs);
+    return rc;
+}
+
 /* shard names, refusing to replace existing files without --force; the work units */
 static int name_shards(packer *pk, const char *index_path, fdp_err *err) {
     const fdp_pack_opts *o = pk->o;
@@ -350,7 +422,7 @@ static int name_shards(packer *pk, const char *index_path, fdp_err *err) {
         }
         if (in->kind != IN_IMAGES && in->n_shards > 0) pk->units[pk->n_units++] = (pk_unit){i, -1};
     }
-    return 0;
+    return o->force ? refuse_replacing_inputs(pk, index_path, err) : 0;
 }
 
 /* the workers, the progress bar; -1 + err when a unit failed */
@@ -427,8 +499,11 @@ int fdp_pack(const char *const *inputs, int n_inputs, const fdp_pack_opts *o, fd
     memset(res, 0, sizeof *res);
     if (n_inputs < 1) return fdp_err_set(err, "no input given");
     if (!o->out_dir || !o->out_dir[0]) return fdp_err_set(err, "no output directory given (--out DIR)");
-    if (!o->split || !o->split[0] || strchr(o->split, '/') || strlen(o->split) > 64)
-        return fdp_err_set(err, "--split '%s': expected a short name without '/'", o->split ? o->split : "");
+    /* the split goes into file names and index lines: no '/', no blanks, no control characters */
+    if (!o->split || !o->split[0] || strpbrk(o->split, "/ \t") || !pk_index_safe_name(o->split) ||
+        strlen(o->split) > 64)
+        return fdp_err_set(err, "--split '%s': expected a short name without '/', blanks or control characters",
+                           o->split ? o->split : "");
     if (o->threads < 1 || (o->per_shard < 1 && o->shards < 1))
         return fdp_err_set(err, "bad options (threads %d, per shard %lld, shards %d)", o->threads,
                            (long long)o->per_shard, o->shards);

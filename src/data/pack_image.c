@@ -15,6 +15,7 @@
 
 #include "flowdp/pack.h"
 #include "flowdp/png.h"
+#include "data_open.h"
 #include "pack_internal.h"
 
 typedef struct jpeg_job {
@@ -97,8 +98,8 @@ static int decode_jpeg(FILE *fp, jpeg_job *j, struct jpeg_decompress_struct *ci,
 
 int fdp_image_decode_rgb(const char *path, uint8_t **rgb, int *h, int *w, fdp_err *err) {
     *rgb = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return fdp_err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    FILE *fp = fdp_data_fopen_regular(path, "a JPEG or PNG image", NULL, err); /* never blocks on a FIFO */
+    if (!fp) return -1;
     unsigned char sig[8] = {0};
     size_t got = fread(sig, 1, sizeof sig, fp);
     if (got >= 3 && sig[0] == 0xFF && sig[1] == 0xD8 && sig[2] == 0xFF) {

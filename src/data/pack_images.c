@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "data_open.h"
 #include "pack_internal.h"
 
 /* ---- images folders ---------------------------------------------------------------- */
@@ -45,10 +46,18 @@ static int list_dir(const char *dir, strv *dirs, strv *files, int64_t *skipped, 
         char p[PK_PATH_MAX * 2];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         struct stat st;
-        if (stat(p, &st) != 0) continue;
+        if (stat(p, &st) != 0) { /* a dangling link, say: counted with the other skipped files */
+            (*skipped)++;
+            continue;
+        }
+        const int image_name = pk_ends_with_ci(e->d_name, ".jpg") || pk_ends_with_ci(e->d_name, ".jpeg") ||
+                               pk_ends_with_ci(e->d_name, ".png");
         if (S_ISDIR(st.st_mode)) {
             if (dirs && strv_push(dirs, e->d_name) != 0) rc = fdp_err_set(err, "%s: out of memory", dir);
-        } else if (pk_ends_with_ci(e->d_name, ".jpg") || pk_ends_with_ci(e->d_name, ".jpeg") || pk_ends_with_ci(e->d_name, ".png")) {
+        } else if (image_name && !S_ISREG(st.st_mode)) { /* a FIFO would hang the decoder */
+            rc = fdp_err_set(err, "%s: not a regular file (%s; expected a JPEG or PNG image)", p,
+                             fdp_data_mode_name(st.st_mode));
+        } else if (image_name) {
             if (strv_push(files, e->d_name) != 0) rc = fdp_err_set(err, "%s: out of memory", dir);
         } else {
             (*skipped)++;
@@ -70,7 +79,7 @@ static void drop_bad_images(packer *pk, pk_input *in, int64_t want) {
         int h = 0, w = 0;
         fdp_err e = {{0}};
         if (fdp_image_decode_rgb(in->files[i], &rgb, &h, &w, &e) != 0) {
-            if (pk->bad_images++ == 0) snprintf(pk->first_bad, sizeof pk->first_bad, "%s", e.msg);
+            if (pk->bad_images++ == 0) snprintf(pk->first_bad, sizeof pk->first_bad, "%.1000s", e.msg);
             free(in->files[i]);
             continue;
         }
@@ -96,6 +105,10 @@ int pk_plan_images(packer *pk, pk_input *in, int64_t remaining, fdp_err *err) {
                          "folder", in->path, top.n, dirs.n);
     if (rc == 0 && in != pk->in)
         rc = fdp_err_set(err, "%s: only one image folder can be packed per run (its sub-folders are the classes)", in->path);
+    for (int i = 0; i < dirs.n && rc == 0; i++)
+        if (!pk_index_safe_name(dirs.v[i]))
+            rc = fdp_err_set(err, "%s/%s: a class folder whose name holds a control character: the shard index cannot "
+                             "carry it (rename the folder)", in->path, dirs.v[i]);
     if (rc == 0 && dirs.n > 0) {
         pk->classes = dirs.v;
         pk->n_classes = dirs.n;

@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
+#include <strings.h>
 #include <zip.h>
 
 #include "flowdp/data.h"
@@ -67,13 +69,27 @@ typedef struct npz {
     zip_int64_t data_i, labels_i;
 } npz;
 
-int pk_ends_with_ci(const char *s, const char *suffix);
+/* 1 when s ends with suffix, ASCII case ignored (pack.c, pack_images.c: here, so that
+ * pack_images.c does not call back into pack.c, which calls it) */
+static inline int pk_ends_with_ci(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcasecmp(s + a - b, suffix) == 0;
+}
+/* 1 when name can be written into a line of the shard index: no control characters
+ * (a newline would start a record of its own) */
+static inline int pk_index_safe_name(const char *name) {
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        if (*c < 0x20 || *c == 0x7f) return 0;
+    return 1;
+}
 /* npz (pack_npz.c): open the archive and parse the headers (data required,
  * labels optional), leaving the member streams at their data */
 int pk_npz_open(pk_input *in, npz *z, fdp_err *err);
 void pk_npz_close(npz *z);
 /* read exactly n bytes from a member; -1 + err on a short read or corrupt data */
 int pk_zread(zip_file_t *f, void *buf, size_t n, const char *path, const char *member, fdp_err *err);
+/* read a member on to its end, where libzip checks the CRC-32; -1 + err on a mismatch */
+int pk_zread_to_end(zip_file_t *f, const char *path, const char *member, fdp_err *err);
 /* little-endian integer of the labels dtype -> int64 */
 int64_t pk_label_value(const uint8_t *p, const fdp_npy_header *h);
 /* image folders (pack_images.c): list the files and labels of in; with

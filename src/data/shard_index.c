@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "flowdp/shards.h"
+#include "data_open.h"
 #include "shards_internal.h"
 
 /* A shard name must stay inside the index's directory: relative, no "..", "."
@@ -27,6 +28,15 @@ static const char *bad_shard_name(const char *name) {
         }
     }
     return NULL;
+}
+
+/* the header keys, each allowed once; the index of key, or -1 */
+enum { HDR_KEYS = 5 };
+static int header_key(const char *key) {
+    static const char *const keys[HDR_KEYS] = {"split", "height", "width", "channels", "count"};
+    for (int i = 0; i < HDR_KEYS; i++)
+        if (strcmp(key, keys[i]) == 0) return i;
+    return -1;
 }
 
 static int cmp_shard_path(const void *a, const void *b) {
@@ -52,12 +62,26 @@ static int find_duplicate(shard *v, int n, const char *path, fdp_err *err) {
     return rc;
 }
 
+/* the line fgets just read (len = strlen): too long, or holding a NUL byte (then shorter than
+ * what was read: ftell moved further)? Before the magic either means a binary file (an IDX
+ * file, a shard), which is no index at all. 0 when fine, -1 + err. */
+static int check_line(FILE *f, const char *line, size_t len, size_t cap, long *before, int have_magic,
+                      const char *path, int lineno, fdp_err *err) {
+    long after = ftell(f);
+    int has_nul = after >= 0 && *before >= 0 && (long)len != after - *before;
+    int too_long = len == cap - 1 && line[len - 1] != '\n';
+    *before = after;
+    if (!have_magic && (has_nul || too_long))
+        return fdp_err_set(err, "%s: not a flowdp shard index (it does not start with '%s'; a binary file?)", path,
+                           FDP_SHARD_INDEX_MAGIC);
+    if (too_long || has_nul)
+        return fdp_err_set(err, "%s:%d: %s", path, lineno, too_long ? "line too long" : "a NUL byte in the line");
+    return 0;
+}
+
 int fdp_shards_parse_index(fdp_shards *s, const char *path, shard **out, int *n_out, fdp_err *err) {
-    struct stat st;
-    if (stat(path, &st) != 0) return fdp_err_set(err, "%s: cannot open the shard index: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return fdp_err_set(err, "%s: the shard index is not a regular file", path);
-    FILE *f = fopen(path, "r");
-    if (!f) return fdp_err_set(err, "%s: cannot open the shard index: %s", path, strerror(errno));
+    FILE *f = fdp_data_fopen_regular(path, "a flowdp shard index", NULL, err); /* never blocks on a FIFO */
+    if (!f) return -1;
     char dir[SH_PATH_MAX];
     dir_of(path, dir, sizeof dir);
     char line[8192];
@@ -65,20 +89,19 @@ int fdp_shards_parse_index(fdp_shards *s, const char *path, shard **out, int *n_
     int64_t declared = -1, sum = 0;
     shard *v = NULL;
     int rc = 0;
+    int seen[HDR_KEYS] = {0}; /* the line of each header key, 0 = not yet */
     s->h = s->w = s->c = 0;
+    long before = 0;
     while (fgets(line, sizeof line, f)) {
         lineno++;
         size_t len = strlen(line);
-        if (len == sizeof line - 1 && line[len - 1] != '\n') {
-            rc = fdp_err_set(err, "%s:%d: line too long", path, lineno);
-            break;
-        }
+        if ((rc = check_line(f, line, len, sizeof line, &before, have_magic, path, lineno, err)) != 0) break;
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
         if (!line[0] || line[0] == '#') continue;
         if (!have_magic) {
             if (strcmp(line, FDP_SHARD_INDEX_MAGIC) != 0) {
-                rc = fdp_err_set(err, "%s:%d: not a flowdp shard index (expected \"%s\" first, found \"%.60s\")", path,
-                                 lineno, FDP_SHARD_INDEX_MAGIC, line);
+                rc = fdp_err_set(err, "%s:%d: not a flowdp shard index (it does not start with '%s'; found \"%.60s\")",
+                                 path, lineno, FDP_SHARD_INDEX_MAGIC, line);
                 break;
             }
             have_magic = 1;
@@ -88,7 +111,14 @@ int fdp_shards_parse_index(fdp_shards *s, const char *path, shard **out, int *n_
         long long a = 0;
         int k = sscanf(line, "%31s", key);
         if (k != 1) continue;
-        if (strcmp(key, "split") == 0 || strcmp(key, "class") == 0) continue;
+        if (strcmp(key, "class") == 0) continue;
+        int hk = header_key(key);
+        if (hk >= 0 && seen[hk]) {
+            rc = fdp_err_set(err, "%s:%d: a second '%s' line (the first is line %d)", path, lineno, key, seen[hk]);
+            break;
+        }
+        if (hk >= 0) seen[hk] = lineno;
+        if (hk == 0) continue; /* split */
         if (strcmp(key, "height") == 0 || strcmp(key, "width") == 0 || strcmp(key, "channels") == 0 ||
             strcmp(key, "count") == 0) {
             if (sscanf(line, "%*s %lld %7s", &a, extra) != 1 || a < 1 || a > (strcmp(key, "count") ? 65536 : (1LL << 40))) {

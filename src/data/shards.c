@@ -16,6 +16,7 @@
 
 #include "flowdp/hdf5_lock.h"
 #include "flowdp/xxh64.h"
+#include "data_open.h"
 #include "shards_internal.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -110,6 +111,10 @@ static int shard_open(fdp_shards *s, shard *sh, int check, fdp_err *err) {
         struct stat st;
         if (stat(sh->path, &st) != 0)
             return fdp_err_set(err, "%s: shard listed in %s: %s", sh->path, s->index, strerror(errno));
+        /* H5Fis_hdf5, H5Fopen and the prescan open the path themselves: a FIFO would hang them */
+        if (!S_ISREG(st.st_mode))
+            return fdp_err_set(err, "%s: shard listed in %s is %s, not a regular file", sh->path, s->index,
+                               fdp_data_mode_name(st.st_mode));
         if (H5Fis_hdf5(sh->path) <= 0)
             return fdp_err_set(err, "%s: shard listed in %s is not an HDF5 file (truncated or corrupt?)", sh->path,
                                s->index);

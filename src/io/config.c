@@ -27,11 +27,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define KEYS fdp_cfg_keys
@@ -469,8 +471,22 @@ int fdp_config_load_string(fdp_config *c, const char *text, const char *name_for
 }
 
 int fdp_config_load_file(fdp_config *c, const char *path, fdp_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fdp_err_set(err, "cannot open config %s: %s", path, strerror(errno));
+    /* O_NONBLOCK: a FIFO without a writer must not block the open forever (a pipe with
+     * one, as from `--config <(...)`, is read normally once the flag is cleared) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0) return fdp_err_set(err, "cannot open config %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+        close(fd);
+        return fdp_err_set(err, "config %s: is a directory, not a config file", path);
+    }
+    int is_fifo = S_ISFIFO(st.st_mode);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return fdp_err_set(err, "cannot open config %s: %s", path, strerror(errno));
+    }
     size_t cap = 4096, len = 0;
     char *buf = fdp_xmalloc(cap);
     for (;;) {
@@ -495,6 +511,10 @@ int fdp_config_load_file(fdp_config *c, const char *path, fdp_err *err) {
         return fdp_err_set(err, "cannot read config %s: %s", path, strerror(saved));
     }
     buf[len] = '\0';
+    if (is_fifo && len == 0) {
+        free(buf);
+        return fdp_err_set(err, "config %s: a FIFO with nothing to read (no writer)", path);
+    }
     if (memchr(buf, '\0', len)) {
         free(buf);
         return fdp_err_set(err, "config %s: contains a NUL byte, not a text file?", path);

@@ -4,6 +4,7 @@
 #include "flowdp/fsutil.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -167,6 +168,12 @@ int fdp_out_check(const char *label, const char *path, fdp_out_kind kind, int fo
     if ((exists && S_ISDIR(st.st_mode)) || path[len - 1] == '/')
         return fdp_err_set(err, "%sis a directory; give a file name", pre);
     if (exists && !S_ISREG(st.st_mode)) return fdp_err_set(err, "%sexists and is not a regular file", pre);
+    /* the temporary file "<name>.tmp.<pid>.<k>" must fit a directory entry too */
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strlen(base) + 24 > NAME_MAX)
+        return fdp_err_set(err, "%sthe file name is too long (%zu bytes; at most %d here, with room for the temporary "
+                                "file's suffix)", pre, strlen(base), NAME_MAX - 24);
     char *dir = parent_of(path);
     if (!dir) return fdp_err_set(err, "%sout of memory", pre);
     int rc = 0;

@@ -2,6 +2,7 @@
  * checkpoints (save from rank 0, load on every rank), the metrics file, the
  * checkpoint directory checked before the first step, the STOPPED marker, and the
  * collective "bad input on some rank" report. The loop is in trainer.c. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include "flowdp/fsutil.h"
 #include "flowdp/hdf5_lock.h"
 #include "flowdp/log.h"
+#include "flowdp/outpath.h"
 #include "flowdp/trainer.h"
 #include "trainer_internal.h"
 
@@ -34,7 +36,7 @@ int trn_any_bad(trainer *t, int bad, const char *fmt, ...) {
     if (t->world > 1) fdp_comm_allreduce_i64(t->comm, &first, 1, FDP_REDUCE_MIN);
     if (first == INT64_MAX) return 0;
     if (first == t->rank) {
-        char msg[2048];
+        char msg[8192];
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(msg, sizeof msg, fmt, ap);
@@ -180,7 +182,7 @@ int trn_save_checkpoint(trainer *t, int also_best) {
                     ok = 0;
                 }
             }
-            if (fdp_ckpt_prune(t->ckpt_dir, t->cfg->checkpoint.keep_last, NULL, &err) != 0)
+            if (fdp_ckpt_prune(t->ckpt_dir, t->cfg->checkpoint.keep_last, path, t->step, &err) != 0)
                 fdp_warn("pruning old checkpoints: %s", err.msg);
         }
         free(scratch);
@@ -211,6 +213,14 @@ int trn_load_checkpoint(trainer *t, const char *path, fdp_err *err) {
         free(h);
         return -1;
     }
+    /* a model of the same parameters may run on another image size (a RealNVP's
+     * convolutions do): the checkpoint says which images it learned */
+    if (meta.image_c > 0 && (meta.image_c != t->train.c || meta.image_h != t->train.h || meta.image_w != t->train.w)) {
+        free(h);
+        return fdp_err_set(err, "checkpoint %s was trained on %dx%dx%d images; [data] train %s is %dx%dx%d", path,
+                           meta.image_c, meta.image_h, meta.image_w, t->cfg->data.train, t->train.c, t->train.h,
+                           t->train.w);
+    }
     t->be->from_host(t->be, p->params, h, sizeof(float) * np);
     t->be->from_host(t->be, trn_opt_m(t), h + np, sizeof(float) * np);
     t->be->from_host(t->be, trn_opt_v(t), h + 2 * np, sizeof(float) * np);
@@ -235,7 +245,8 @@ int trn_load_checkpoint(trainer *t, const char *path, fdp_err *err) {
             return fdp_err_set(err, "%s: its global batch %lld cannot be split over %d ranks", path,
                                (long long)meta.global_batch, t->world);
         int b = (int)(meta.global_batch / t->world);
-        fdp_warn("%s: written by %d rank(s) with global batch %lld; continuing with %d rank(s) x %d", path,
+        if (t->rank == 0)
+            fdp_warn("%s: written by %d rank(s) with global batch %lld; continuing with %d rank(s) x %d", path,
                  meta.world_size, (long long)meta.global_batch, t->world, b);
         t->per_rank_batch = b;
     }
@@ -246,20 +257,90 @@ int trn_load_checkpoint(trainer *t, const char *path, fdp_err *err) {
 /* Rank 0: open (and write) the metrics file. On resume an unreadable one is moved
  * aside and a new one started; a new run replaces only a flowdp metrics file
  * (or anything with --force). 0, or -1 after printing one line. */
-int trn_open_metrics(trainer *t, int resumed, int force) {
+/* Is name one of the files a checkpoint directory holds (ckpt_*.h5, best.h5, STOPPED,
+ * a writer's temporary)? */
+static int ckpt_dir_name(const char *name) {
+    return (strncmp(name, "ckpt_", 5) == 0 && strstr(name, ".h5")) || strncmp(name, "best.h5", 7) == 0 ||
+           strcmp(name, FDP_STOP_MARKER) == 0;
+}
+
+/* Rank 0, before the metrics file is opened: a metrics path that is one of the run's
+ * inputs or one of its own checkpoint files is refused, even with --force. 0, or -1
+ * with msg. */
+static int metrics_collides(trainer *t, const char *mpath, const char *resume_path, char *msg, size_t len) {
+    const fdp_config *cfg = t->cfg;
+    const struct {
+        const char *path, *what;
+    } in[] = {{cfg->source_path, "the config file"},
+              {cfg->data.train, "the training set ([data] train)"},
+              {cfg->data.test, "the test set ([data] test)"},
+              {resume_path, "the checkpoint it resumes from"}};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+        if (in[i].path && in[i].path[0] && fdp_out_same_file(mpath, in[i].path) == 1) {
+            snprintf(msg, len, "[log] metrics %s: is %s; choose another file", mpath, in[i].what);
+            return -1;
+        }
+    char dir[FDP_CONFIG_STR_MAX + 32];
+    fdp_dir_of(mpath, dir, sizeof dir);
+    const char *base = strrchr(mpath, '/');
+    base = base ? base + 1 : mpath;
+    if (ckpt_dir_name(base) && fdp_out_same_file(dir, t->ckpt_dir) == 1) {
+        snprintf(msg, len, "[log] metrics %s: is a name the checkpoints use in [checkpoint] dir; choose another file",
+                 mpath);
+        return -1;
+    }
+    return 0;
+}
+
+int trn_check_ckpt_dir(const char *dir, int force, char *msg, size_t len) {
+    DIR *d = opendir(dir);
+    if (!d) return 0; /* reported by the writability check */
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
+        int ours = (strncmp(e->d_name, "ckpt_", 5) == 0 && strlen(e->d_name) > 8 &&
+                    strcmp(e->d_name + strlen(e->d_name) - 3, ".h5") == 0) ||
+                   strcmp(e->d_name, "best.h5") == 0;
+        if (!ours) continue;
+        char full[FDP_CONFIG_STR_MAX + 300];
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(full, &st) != 0) continue;
+        if (!S_ISREG(st.st_mode)) {
+            snprintf(msg, len, "[checkpoint] dir: %s is %s, not a checkpoint file; move it away", full,
+                     S_ISDIR(st.st_mode) ? "a directory" : S_ISLNK(st.st_mode) ? "a symbolic link" : "not a regular file");
+            rc = -1;
+        } else if (!force && st.st_size > 0 && !fdp_out_is_kind(full, FDP_OUT_HDF5)) {
+            snprintf(msg, len, "[checkpoint] dir: %s is named like a checkpoint but is not an HDF5 file; move it "
+                               "away or pass --force to let the run replace it", full);
+            rc = -1;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+int trn_open_metrics(trainer *t, int resumed, int force, const char *resume_path) {
     const fdp_config *cfg = t->cfg;
     char mpath[FDP_CONFIG_STR_MAX + 32];
     if (cfg->log.metrics[0])
         snprintf(mpath, sizeof mpath, "%s", cfg->log.metrics);
     else
         snprintf(mpath, sizeof mpath, "%s/metrics.h5", t->ckpt_dir);
+    char why[4096];
+    if ((cfg->log.metrics[0] || resumed) && metrics_collides(t, mpath, resumed ? resume_path : NULL, why, sizeof why)) {
+        fprintf(stderr, "%s: %s\n", fdp_log_prog(), why);
+        return -1;
+    }
     fdp_err err = {{0}};
     fdp_hdf5_lock();
     int mode = resumed ? 0 : FDP_METRICS_TRUNCATE | (force ? FDP_METRICS_FORCE : 0);
     t->metrics = fdp_metrics_open(mpath, mode, &err);
     struct stat st;
-    if (!t->metrics && resumed && stat(mpath, &st) == 0 && S_ISREG(st.st_mode)) {
-        /* resuming with a damaged metrics file: keep it for inspection and start a new one */
+    /* resuming: a damaged metrics file (HDF5, unreadable) is kept aside for inspection and a
+     * new one started; a file of another kind (not HDF5, or another program's HDF5 file) is
+     * refused unless --force */
+    int foreign = !t->metrics && resumed && (!fdp_out_is_kind(mpath, FDP_OUT_HDF5) || strstr(err.msg, "'format'"));
+    if (!t->metrics && resumed && stat(mpath, &st) == 0 && S_ISREG(st.st_mode) && (!foreign || force)) {
         char aside[FDP_CONFIG_STR_MAX + 64];
         snprintf(aside, sizeof aside, "%s.corrupt.%ld", mpath, (long)time(NULL));
         if (rename(mpath, aside) != 0) {
@@ -269,6 +350,9 @@ int trn_open_metrics(trainer *t, int resumed, int force) {
             t->metrics = fdp_metrics_open(mpath, FDP_METRICS_TRUNCATE, &err);
             if (!t->metrics) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
         }
+    } else if (!t->metrics && foreign) {
+        fprintf(stderr, "%s: %s; it is not a flowdp metrics file: move it away, choose another [log] metrics, or "
+                        "pass --force to move it aside\n", fdp_log_prog(), err.msg);
     } else if (!t->metrics) {
         fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
     }

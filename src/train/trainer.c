@@ -33,6 +33,7 @@
 #include "flowdp/model.h"
 #include "flowdp/optim.h"
 #include "flowdp/rng.h"
+#include "flowdp/xxh64.h"
 
 /* ---- signals: the handler only sets a flag ---------------------------------- */
 static volatile sig_atomic_t g_stop_signal = 0;
@@ -412,10 +413,22 @@ int fdp_train_run(const fdp_train_opts *o) {
         fdp_source_close(&t->test);
         return FDP_EXIT_BAD_INPUT;
     }
-    if (t->test.n > 0 && (t->test.c != t->train.c || t->test.h != t->train.h || t->test.w != t->train.w)) {
+    bad = t->test.n > 0 && (t->test.c != t->train.c || t->test.h != t->train.h || t->test.w != t->train.w);
+    if (trn_any_bad(t, bad, "test set %s is %dx%dx%d but the training set is %dx%dx%d", cfg->data.test, t->test.c,
+                    t->test.h, t->test.w, t->train.c, t->train.h, t->train.w)) {
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
+    }
+    /* every rank must run the same configuration and see the same image shape (a rank
+     * given other arguments would otherwise fail in a collective, or hang) */
+    char *cfg_text = fdp_config_to_ini(cfg);
+    uint64_t same = fdp_xxh64(cfg_text, strlen(cfg_text), 0) ^ (uint64_t)(t->train.c * 1000003 + t->train.h * 1009 + t->train.w);
+    free(cfg_text);
+    int first_bad = -1;
+    if (t->world > 1 && !fdp_comm_check_same_u64(t->comm, same, &first_bad)) {
         if (t->rank == 0)
-            fprintf(stderr, "%s: test set %s is %dx%dx%d but the training set is %dx%dx%d\n", fdp_log_prog(),
-                    cfg->data.test, t->test.c, t->test.h, t->test.w, t->train.c, t->train.h, t->train.w);
+            fprintf(stderr, "%s: the configuration or image shape of rank %d differs from rank 0's (check the "
+                            "arguments and files each rank gets)\n", fdp_log_prog(), first_bad);
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
@@ -424,7 +437,8 @@ int fdp_train_run(const fdp_train_opts *o) {
     /* the GPU of this rank: local rank modulo the visible devices (flowdp/cuda.h) */
     t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
     bad = t->be == NULL;
-    if (trn_any_bad(t, bad, "rank %d: %s", t->rank, err.msg)) {
+    if (trn_any_bad(t, bad, "%s: [train] device = %s: %s", cfg->source_path ? cfg->source_path : "config",
+                    cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", err.msg)) {
         rc = FDP_EXIT_BAD_INPUT;
         goto out;
     }
@@ -453,7 +467,7 @@ int fdp_train_run(const fdp_train_opts *o) {
     t->use_ema = cfg->train.ema > 0.0;
     if (t->use_ema) fdp_ema_init(&t->ema, t->model->params, (float)cfg->train.ema);
     /* activations in the backend's memory (GPU memory for CUDA, aligned host memory for the CPU) */
-    t->arena = fdp_arena_create(64u << 20, fdp_backend_arena_alloc, fdp_backend_arena_free, t->be, t->be->dev);
+    t->arena = fdp_arena_create(64u << 20, t->be->arena_alloc, t->be->arena_free, t->be, t->be->dev);
     t->config_text = fdp_config_to_ini(cfg);
 
     /* ---- resume ---- */
@@ -464,6 +478,12 @@ int fdp_train_run(const fdp_train_opts *o) {
     } else if (t->rank == 0 && trn_probe_writable(t->ckpt_dir) != 0) {
         what = "cannot write into it";
         bad = errno;
+    }
+    char dir_msg[4096] = "";
+    int dir_bad = !bad && t->rank == 0 && trn_check_ckpt_dir(t->ckpt_dir, o->force, dir_msg, sizeof dir_msg) != 0;
+    if (trn_any_bad(t, dir_bad, "%s", dir_msg)) {
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
     }
     if (trn_any_bad(t, bad != 0, "[checkpoint] dir %s: %s: %s", t->ckpt_dir, what, strerror(bad))) {
         rc = FDP_EXIT_BAD_INPUT;
@@ -513,11 +533,19 @@ int fdp_train_run(const fdp_train_opts *o) {
         goto out;
     }
     t->total_steps = cfg->train.steps > 0 ? cfg->train.steps : (int64_t)ceil(cfg->train.epochs * (double)t->steps_per_epoch);
+    if (cfg->train.warmup_steps > t->total_steps) { /* [train] epochs: known only now */
+        if (t->rank == 0)
+            fprintf(stderr, "%s: %s: [train] warmup_steps = %lld is larger than the %lld steps of [train] epochs = %g\n",
+                    fdp_log_prog(), cfg->source_path ? cfg->source_path : "config", (long long)cfg->train.warmup_steps,
+                    (long long)t->total_steps, cfg->train.epochs);
+        rc = FDP_EXIT_BAD_INPUT;
+        goto out;
+    }
     t->buckets = fdp_buckets_create(t->comm, t->model->params, cfg->train.bucket_mb);
     if (t->nccl) fdp_buckets_use_nccl(t->buckets, t->nccl);
 
     /* ---- metrics (rank 0): opened and written now, so an unwritable place stops the run here ---- */
-    bad = t->rank == 0 && trn_open_metrics(t, resumed, o->force) != 0;
+    bad = t->rank == 0 && trn_open_metrics(t, resumed, o->force, rpath) != 0;
     if (fdp_comm_any(t->comm, bad)) {
         rc = FDP_EXIT_BAD_INPUT;
         goto out;

@@ -65,7 +65,12 @@ void trn_opt_set_step(trainer *t, int64_t step);
 int trn_save_checkpoint(trainer *t, int also_best);
 /* Load path into the model and optimizer (every rank). 0, or -1 with err. */
 int trn_load_checkpoint(trainer *t, const char *path, fdp_err *err);
-/* Rank 0: open (and write) the metrics file; 0, or -1 after one line. */
-int trn_open_metrics(trainer *t, int resumed, int force);
+/* Rank 0: open (and write) the metrics file; 0, or -1 after one line. A path that is
+ * one of the run's inputs (config, data, the checkpoint it resumes from) or a name
+ * its checkpoints use is refused, even with force. */
+int trn_open_metrics(trainer *t, int resumed, int force, const char *resume_path);
+/* Rank 0, before the first step: ckpt_*.h5 and best.h5 in dir must be regular files,
+ * and HDF5 files unless force (the run would replace them). 0, or -1 with msg. */
+int trn_check_ckpt_dir(const char *dir, int force, char *msg, size_t len);
 
 #endif
