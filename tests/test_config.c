@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <unistd.h>
 
@@ -311,7 +312,14 @@ static void test_files(void **state) {
     /* a directory */
     assert_int_equal(fdp_config_load_file(&c, dir, &err), -1);
     assert_non_null(strstr(err.msg, dir));
-    assert_non_null(strstr(err.msg, "Is a directory"));
+    assert_non_null(strstr(err.msg, "is a directory"));
+    /* a FIFO without a writer: one line, no hang (a pipe with a writer, `--config <(...)`, is read) */
+    char fifo[1100];
+    snprintf(fifo, sizeof fifo, "%s/cfg.fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(fdp_config_load_file(&c, fifo, &err), -1);
+    assert_non_null(strstr(err.msg, "a FIFO with nothing to read"));
+    remove(fifo);
     fdp_config_free(&c);
     remove(path);
     snprintf(bad, sizeof bad, "%s/bad.ini", dir);

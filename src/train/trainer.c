@@ -375,6 +375,167 @@ static int train_loop(trainer *t) {
     return rc;
 }
 
+/* ---- set-up, in the order fdp_train_run calls it; each returns FDP_EXIT_OK or the
+ * exit code after one line from one rank (fdp_train_run's cleanup frees what was made) */
+
+/* the data: idx/cifar10 are held in memory by every rank; hdf5 shards are streamed (each
+ * rank reads only its samples) and their checksums are verified once, split over the
+ * ranks: rank r checks shards r, r + world, ... */
+static int setup_data(trainer *t) {
+    const fdp_config *cfg = t->cfg;
+    fdp_err err = {{0}};
+    const char *fmt = cfg->data.format == FDP_DATA_CIFAR10 ? "cifar10" : cfg->data.format == FDP_DATA_IDX ? "idx" : "hdf5";
+    if (!cfg->data.train[0]) {
+        if (t->rank == 0)
+            fprintf(stderr, "%s: %s: [data] train is not set\n", fdp_log_prog(), cfg->source_path ? cfg->source_path : "config");
+        return FDP_EXIT_BAD_INPUT;
+    }
+    int bad = fdp_source_open(fmt, cfg->data.train, 1, cfg->data.train_limit, &t->train, &err) != 0;
+    if (!bad && cfg->data.test[0]) bad = fdp_source_open(fmt, cfg->data.test, 0, cfg->data.test_limit, &t->test, &err) != 0;
+    if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->train, t->rank, t->world, &err) != 0;
+    if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->test, t->rank, t->world, &err) != 0;
+    if (trn_any_bad(t, bad, "%s", err.msg)) return FDP_EXIT_BAD_INPUT;
+    bad = t->test.n > 0 && (t->test.c != t->train.c || t->test.h != t->train.h || t->test.w != t->train.w);
+    if (trn_any_bad(t, bad, "test set %s is %dx%dx%d but the training set is %dx%dx%d", cfg->data.test, t->test.c,
+                    t->test.h, t->test.w, t->train.c, t->train.h, t->train.w)) {
+        return FDP_EXIT_BAD_INPUT;
+    }
+    /* every rank must run the same configuration and see the same image shape (a rank
+     * given other arguments would otherwise fail in a collective, or hang) */
+    char *cfg_text = fdp_config_to_ini(cfg);
+    uint64_t same = fdp_xxh64(cfg_text, strlen(cfg_text), 0) ^ (uint64_t)(t->train.c * 1000003 + t->train.h * 1009 + t->train.w);
+    free(cfg_text);
+    int first_bad = -1;
+    if (t->world > 1 && !fdp_comm_check_same_u64(t->comm, same, &first_bad)) {
+        if (t->rank == 0)
+            fprintf(stderr, "%s: the configuration or image shape of rank %d differs from rank 0's (check the "
+                            "arguments and files each rank gets)\n", fdp_log_prog(), first_bad);
+        return FDP_EXIT_BAD_INPUT;
+    }
+
+    return FDP_EXIT_OK;
+}
+
+/* backend, device communicator, model, optimizer, arena */
+static int setup_compute(trainer *t) {
+    const fdp_config *cfg = t->cfg;
+    fdp_err err = {{0}};
+    int bad;
+    /* the GPU of this rank: local rank modulo the visible devices (flowdp/cuda.h) */
+    t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
+    bad = t->be == NULL;
+    if (trn_any_bad(t, bad, "%s: [train] device = %s: %s", cfg->source_path ? cfg->source_path : "config",
+                    cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", err.msg)) {
+        return FDP_EXIT_BAD_INPUT;
+    }
+    t->on_device = cfg->train.device == FDP_DEVICE_CUDA;
+    if (t->on_device) {
+        /* collective: checks that no two ranks of a node share a GPU, then ncclCommInitRank */
+        if (fdp_nccl_create(t->comm, t->be, &t->nccl, &err) != 0) {
+            if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
+            return FDP_EXIT_BAD_INPUT;
+        }
+        fdp_nccl_watchdog_start(t->nccl, cfg->train.watchdog_s > 0 ? cfg->train.watchdog_s : 600.0);
+    }
+    if (fdp_model_create(cfg, t->train.c, t->train.h, t->train.w, t->be, t->seed, &t->model, &err) != 0) {
+        if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
+        return FDP_EXIT_BAD_INPUT;
+    }
+    t->adamax = cfg->train.optimizer == FDP_OPT_ADAMAX;
+    if (t->adamax)
+        fdp_adamax_init(&t->optx, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
+                        (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
+    else
+        fdp_adam_init(&t->opt, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
+                      (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
+    t->use_ema = cfg->train.ema > 0.0;
+    if (t->use_ema) fdp_ema_init(&t->ema, t->model->params, (float)cfg->train.ema);
+    /* activations in the backend's memory (GPU memory for CUDA, aligned host memory for the CPU) */
+    t->arena = fdp_arena_create(64u << 20, t->be->arena_alloc, t->be->arena_free, t->be, t->be->dev);
+    t->config_text = fdp_config_to_ini(cfg);
+
+    return FDP_EXIT_OK;
+}
+
+/* the checkpoint directory (usable, no foreign files named like ours), then resume:
+ * the newest valid checkpoint, the one named by --resume, or rank 0's initial weights */
+static int setup_resume(trainer *t, const fdp_train_opts *o, char *rpath, size_t rlen, int *resumed) {
+    fdp_err err = {{0}};
+    int bad;
+    bad = 0;
+    const char *what = "";
+    if (t->rank == 0 && (bad = fdp_mkdir_p(t->ckpt_dir)) != 0) {
+        what = "cannot create it";
+    } else if (t->rank == 0 && trn_probe_writable(t->ckpt_dir) != 0) {
+        what = "cannot write into it";
+        bad = errno;
+    }
+    char dir_msg[4096] = "";
+    int dir_bad = !bad && t->rank == 0 && trn_check_ckpt_dir(t->ckpt_dir, o->force, dir_msg, sizeof dir_msg) != 0;
+    if (trn_any_bad(t, dir_bad, "%s", dir_msg)) {
+        return FDP_EXIT_BAD_INPUT;
+    }
+    if (trn_any_bad(t, bad != 0, "[checkpoint] dir %s: %s: %s", t->ckpt_dir, what, strerror(bad))) {
+        return FDP_EXIT_BAD_INPUT;
+    }
+    if (strcmp(o->resume, "none") != 0) {
+        int found = 0;
+        if (strcmp(o->resume, "auto") == 0) {
+            if (t->rank == 0) {
+                int r = fdp_ckpt_find_newest_valid(t->ckpt_dir, rpath, rlen, &err);
+                if (r < 0) fdp_warn("looking for checkpoints in %s: %s", t->ckpt_dir, err.msg);
+                found = r == 0;
+            }
+            fdp_comm_broadcast(t->comm, &found, sizeof found, 0);
+            fdp_comm_broadcast(t->comm, rpath, rlen, 0);
+        } else {
+            snprintf(rpath, rlen, "%s", o->resume);
+            found = 1;
+        }
+        if (found) {
+            bad = trn_load_checkpoint(t, rpath, &err) != 0;
+            if (trn_any_bad(t, bad, "cannot resume: %s", err.msg)) {
+                return FDP_EXIT_BAD_INPUT;
+            }
+            *resumed = 1;
+            t->last_ckpt_step = t->step;
+        } else if (t->rank == 0) {
+            fdp_info("no checkpoint in %s: starting from scratch", t->ckpt_dir);
+        }
+    }
+    if (!*resumed) {
+        /* every rank initialized from the same seed; broadcast anyway so that rank 0 is the truth */
+        fdp_params *p = t->model->params;
+        broadcast_backend(t, p->params, (int64_t)sizeof(float) * p->n_params);
+        broadcast_backend(t, p->buffers, (int64_t)sizeof(float) * p->n_buffers);
+    }
+
+    return FDP_EXIT_OK;
+}
+
+/* steps per epoch and in all, the gradient buckets */
+static int setup_schedule(trainer *t) {
+    const fdp_config *cfg = t->cfg;
+    t->steps_per_epoch = fdp_sampler_steps_per_epoch(t->train.n, t->world, t->per_rank_batch);
+    if (t->steps_per_epoch < 1) {
+        if (t->rank == 0)
+            fprintf(stderr, "%s: %s: %lld training images cannot fill one global batch of %d x %d ranks\n",
+                    fdp_log_prog(), cfg->data.train, (long long)t->train.n, t->per_rank_batch, t->world);
+        return FDP_EXIT_BAD_INPUT;
+    }
+    t->total_steps = cfg->train.steps > 0 ? cfg->train.steps : (int64_t)ceil(cfg->train.epochs * (double)t->steps_per_epoch);
+    if (cfg->train.warmup_steps > t->total_steps) { /* [train] epochs: known only now */
+        if (t->rank == 0)
+            fprintf(stderr, "%s: %s: [train] warmup_steps = %lld is larger than the %lld steps of [train] epochs = %g\n",
+                    fdp_log_prog(), cfg->source_path ? cfg->source_path : "config", (long long)cfg->train.warmup_steps,
+                    (long long)t->total_steps, cfg->train.epochs);
+        return FDP_EXIT_BAD_INPUT;
+    }
+    t->buckets = fdp_buckets_create(t->comm, t->model->params, cfg->train.bucket_mb);
+    if (t->nccl) fdp_buckets_use_nccl(t->buckets, t->nccl);
+    return FDP_EXIT_OK;
+}
+
 int fdp_train_run(const fdp_train_opts *o) {
     const fdp_config *cfg = o->cfg;
     trainer T;
@@ -393,163 +554,16 @@ int fdp_train_run(const fdp_train_opts *o) {
     t->last_ckpt_step = -1;
     snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", cfg->checkpoint.dir);
     fdp_err err = {{0}};
-    int rc = FDP_EXIT_OK;
-
-    /* ---- data: idx/cifar10 are held in memory by every rank; hdf5 shards are streamed
-     * (each rank reads only its samples) and their checksums are verified once, split over
-     * the ranks: rank r checks shards r, r + world, ... ---- */
-    const char *fmt = cfg->data.format == FDP_DATA_CIFAR10 ? "cifar10" : cfg->data.format == FDP_DATA_IDX ? "idx" : "hdf5";
-    if (!cfg->data.train[0]) {
-        if (t->rank == 0)
-            fprintf(stderr, "%s: %s: [data] train is not set\n", fdp_log_prog(), cfg->source_path ? cfg->source_path : "config");
-        return FDP_EXIT_BAD_INPUT;
-    }
-    int bad = fdp_source_open(fmt, cfg->data.train, 1, cfg->data.train_limit, &t->train, &err) != 0;
-    if (!bad && cfg->data.test[0]) bad = fdp_source_open(fmt, cfg->data.test, 0, cfg->data.test_limit, &t->test, &err) != 0;
-    if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->train, t->rank, t->world, &err) != 0;
-    if (!bad && cfg->data.verify) bad = fdp_source_verify(&t->test, t->rank, t->world, &err) != 0;
-    if (trn_any_bad(t, bad, "%s", err.msg)) {
-        fdp_source_close(&t->train);
-        fdp_source_close(&t->test);
-        return FDP_EXIT_BAD_INPUT;
-    }
-    bad = t->test.n > 0 && (t->test.c != t->train.c || t->test.h != t->train.h || t->test.w != t->train.w);
-    if (trn_any_bad(t, bad, "test set %s is %dx%dx%d but the training set is %dx%dx%d", cfg->data.test, t->test.c,
-                    t->test.h, t->test.w, t->train.c, t->train.h, t->train.w)) {
-        rc = FDP_EXIT_BAD_INPUT;
-        goto out;
-    }
-    /* every rank must run the same configuration and see the same image shape (a rank
-     * given other arguments would otherwise fail in a collective, or hang) */
-    char *cfg_text = fdp_config_to_ini(cfg);
-    uint64_t same = fdp_xxh64(cfg_text, strlen(cfg_text), 0) ^ (uint64_t)(t->train.c * 1000003 + t->train.h * 1009 + t->train.w);
-    free(cfg_text);
-    int first_bad = -1;
-    if (t->world > 1 && !fdp_comm_check_same_u64(t->comm, same, &first_bad)) {
-        if (t->rank == 0)
-            fprintf(stderr, "%s: the configuration or image shape of rank %d differs from rank 0's (check the "
-                            "arguments and files each rank gets)\n", fdp_log_prog(), first_bad);
-        rc = FDP_EXIT_BAD_INPUT;
-        goto out;
-    }
-
-    /* ---- backend, model, optimizer ---- */
-    /* the GPU of this rank: local rank modulo the visible devices (flowdp/cuda.h) */
-    t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
-    bad = t->be == NULL;
-    if (trn_any_bad(t, bad, "%s: [train] device = %s: %s", cfg->source_path ? cfg->source_path : "config",
-                    cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", err.msg)) {
-        rc = FDP_EXIT_BAD_INPUT;
-        goto out;
-    }
-    t->on_device = cfg->train.device == FDP_DEVICE_CUDA;
-    if (t->on_device) {
-        /* collective: checks that no two ranks of a node share a GPU, then ncclCommInitRank */
-        if (fdp_nccl_create(t->comm, t->be, &t->nccl, &err) != 0) {
-            if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
-            rc = FDP_EXIT_BAD_INPUT;
-            goto out;
-        }
-        fdp_nccl_watchdog_start(t->nccl, cfg->train.watchdog_s > 0 ? cfg->train.watchdog_s : 600.0);
-    }
-    if (fdp_model_create(cfg, t->train.c, t->train.h, t->train.w, t->be, t->seed, &t->model, &err) != 0) {
-        if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
-        rc = FDP_EXIT_BAD_INPUT;
-        goto out;
-    }
-    t->adamax = cfg->train.optimizer == FDP_OPT_ADAMAX;
-    if (t->adamax)
-        fdp_adamax_init(&t->optx, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
-                        (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
-    else
-        fdp_adam_init(&t->opt, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
-                      (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
-    t->use_ema = cfg->train.ema > 0.0;
-    if (t->use_ema) fdp_ema_init(&t->ema, t->model->params, (float)cfg->train.ema);
-    /* activations in the backend's memory (GPU memory for CUDA, aligned host memory for the CPU) */
-    t->arena = fdp_arena_create(64u << 20, t->be->arena_alloc, t->be->arena_free, t->be, t->be->dev);
-    t->config_text = fdp_config_to_ini(cfg);
-
-    /* ---- resume ---- */
-    bad = 0;
-    const char *what = "";
-    if (t->rank == 0 && (bad = fdp_mkdir_p(t->ckpt_dir)) != 0) {
-        what = "cannot create it";
-    } else if (t->rank == 0 && trn_probe_writable(t->ckpt_dir) != 0) {
-        what = "cannot write into it";
-        bad = errno;
-    }
-    char dir_msg[4096] = "";
-    int dir_bad = !bad && t->rank == 0 && trn_check_ckpt_dir(t->ckpt_dir, o->force, dir_msg, sizeof dir_msg) != 0;
-    if (trn_any_bad(t, dir_bad, "%s", dir_msg)) {
-        rc = FDP_EXIT_BAD_INPUT;
-        goto out;
-    }
-    if (trn_any_bad(t, bad != 0, "[checkpoint] dir %s: %s: %s", t->ckpt_dir, what, strerror(bad))) {
-        rc = FDP_EXIT_BAD_INPUT;
-        goto out;
-    }
+    int rc = setup_data(t);
+    if (rc == FDP_EXIT_OK) rc = setup_compute(t);
     char rpath[FDP_CONFIG_STR_MAX + 64] = "";
     int resumed = 0;
-    if (strcmp(o->resume, "none") != 0) {
-        int found = 0;
-        if (strcmp(o->resume, "auto") == 0) {
-            if (t->rank == 0) {
-                int r = fdp_ckpt_find_newest_valid(t->ckpt_dir, rpath, sizeof rpath, &err);
-                if (r < 0) fdp_warn("looking for checkpoints in %s: %s", t->ckpt_dir, err.msg);
-                found = r == 0;
-            }
-            fdp_comm_broadcast(t->comm, &found, sizeof found, 0);
-            fdp_comm_broadcast(t->comm, rpath, sizeof rpath, 0);
-        } else {
-            snprintf(rpath, sizeof rpath, "%s", o->resume);
-            found = 1;
-        }
-        if (found) {
-            bad = trn_load_checkpoint(t, rpath, &err) != 0;
-            if (trn_any_bad(t, bad, "cannot resume: %s", err.msg)) {
-                rc = FDP_EXIT_BAD_INPUT;
-                goto out;
-            }
-            resumed = 1;
-            t->last_ckpt_step = t->step;
-        } else if (t->rank == 0) {
-            fdp_info("no checkpoint in %s: starting from scratch", t->ckpt_dir);
-        }
-    }
-    if (!resumed) {
-        /* every rank initialized from the same seed; broadcast anyway so that rank 0 is the truth */
-        fdp_params *p = t->model->params;
-        broadcast_backend(t, p->params, (int64_t)sizeof(float) * p->n_params);
-        broadcast_backend(t, p->buffers, (int64_t)sizeof(float) * p->n_buffers);
-    }
-
-    t->steps_per_epoch = fdp_sampler_steps_per_epoch(t->train.n, t->world, t->per_rank_batch);
-    if (t->steps_per_epoch < 1) {
-        if (t->rank == 0)
-            fprintf(stderr, "%s: %s: %lld training images cannot fill one global batch of %d x %d ranks\n",
-                    fdp_log_prog(), cfg->data.train, (long long)t->train.n, t->per_rank_batch, t->world);
+    if (rc == FDP_EXIT_OK) rc = setup_resume(t, o, rpath, sizeof rpath, &resumed);
+    if (rc == FDP_EXIT_OK) rc = setup_schedule(t);
+    /* the metrics file (rank 0): opened and written now, so an unwritable place stops the run here */
+    if (rc == FDP_EXIT_OK && fdp_comm_any(t->comm, t->rank == 0 && trn_open_metrics(t, resumed, o->force, rpath) != 0))
         rc = FDP_EXIT_BAD_INPUT;
-        goto out;
-    }
-    t->total_steps = cfg->train.steps > 0 ? cfg->train.steps : (int64_t)ceil(cfg->train.epochs * (double)t->steps_per_epoch);
-    if (cfg->train.warmup_steps > t->total_steps) { /* [train] epochs: known only now */
-        if (t->rank == 0)
-            fprintf(stderr, "%s: %s: [train] warmup_steps = %lld is larger than the %lld steps of [train] epochs = %g\n",
-                    fdp_log_prog(), cfg->source_path ? cfg->source_path : "config", (long long)cfg->train.warmup_steps,
-                    (long long)t->total_steps, cfg->train.epochs);
-        rc = FDP_EXIT_BAD_INPUT;
-        goto out;
-    }
-    t->buckets = fdp_buckets_create(t->comm, t->model->params, cfg->train.bucket_mb);
-    if (t->nccl) fdp_buckets_use_nccl(t->buckets, t->nccl);
-
-    /* ---- metrics (rank 0): opened and written now, so an unwritable place stops the run here ---- */
-    bad = t->rank == 0 && trn_open_metrics(t, resumed, o->force, rpath) != 0;
-    if (fdp_comm_any(t->comm, bad)) {
-        rc = FDP_EXIT_BAD_INPUT;
-        goto out;
-    }
+    if (rc != FDP_EXIT_OK) goto out;
 
     fdp_info("flowdp-train: %s %dx%dx%d, %lld parameters | %d rank(s) x batch %d = %d | %lld train / %lld test images | "
              "%lld steps (%lld per epoch) | %s, %d thread(s) per rank | activations %s",
