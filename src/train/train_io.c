@@ -277,7 +277,7 @@ static int metrics_collides(trainer *t, const char *mpath, const char *resume_pa
               {resume_path, "the checkpoint it resumes from"}};
     for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
         if (in[i].path && in[i].path[0] && fdp_out_same_file(mpath, in[i].path) == 1) {
-            snprintf(msg, len, "[log] metrics %s: is %s; choose another file", mpath, in[i].what);
+            snprintf(msg, len, "[log] metrics %.4000s: is %s; choose another file", mpath, in[i].what);
             return -1;
         }
     char dir[FDP_CONFIG_STR_MAX + 32];
@@ -285,7 +285,7 @@ static int metrics_collides(trainer *t, const char *mpath, const char *resume_pa
     const char *base = strrchr(mpath, '/');
     base = base ? base + 1 : mpath;
     if (ckpt_dir_name(base) && fdp_out_same_file(dir, t->ckpt_dir) == 1) {
-        snprintf(msg, len, "[log] metrics %s: is a name the checkpoints use in [checkpoint] dir; choose another file",
+        snprintf(msg, len, "[log] metrics %.3900s: is a name the checkpoints use in [checkpoint] dir; choose another file",
                  mpath);
         return -1;
     }
