@@ -23,7 +23,7 @@ ctest --test-dir build-test --output-on-failure --timeout 900 "$@"
 if [ $# -eq 0 ]; then
   echo "test.sh: the bad-input suite on the Release build (build/)"
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build -j"$(nproc)" --target flowdp-train flowdp-eval flowdp-sample flowdp-pack
+  cmake --build build -j"$(nproc)" --target flowdp-train flowdp-eval flowdp-sample flowdp-pack flowdp-bench
   bash tests/bad_inputs/run.sh build .
   # trajectories unchanged since tests/trajectory_base: 50 steps of the quickstart RealNVP and
   # the tiny Glow on 2 ranks, bit-identical checkpoints (exit 77: skipped, with the reason)
