@@ -38,6 +38,15 @@ typedef struct fdp_ctx {
      * parameter table are final (starts their all-reduce buckets); may be NULL */
     void (*grads_ready)(void *user, int first, int last);
     void *grads_ready_user;
+    /* 1: backward computes the gradient with respect to the flow's input even through the
+     * parameter-free layers at its head (the logit preprocessing); 0: a flow may stop at its
+     * first layer with parameters (training needs no data gradient) */
+    int input_grad;
+    /* flow.h factor-out layers: per-sample standardized latents (n, latent_dim), written by
+     * forward when not NULL, read by inverse; inverse scales every prior's std by temperature */
+    float *latent;
+    int64_t latent_dim;
+    float temperature;
 } fdp_ctx;
 
 /* ---- weight-normed convolution (WNConv2d; weight = g * v / ||v|| per output channel) ---- */
