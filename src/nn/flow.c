@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flowdp/condnet.h"
 #include "flowdp/error.h"
 
 void fdp_flow_begin(fdp_flow_layer *l, const fdp_flow_ops *ops, const fdp_params *p) {
@@ -354,3 +355,18 @@ static fdp_flow_layer *ms_example(fdp_params *p, int variant, int *c, int *h, in
     return fdp_flow_multiscale_create(2, fdp_flow_coupling_create(p, "layer", 2, 4, 1, FDP_MASK_CHECKERBOARD, 1));
 }
 const fdp_flow_kind fdp_flow_kind_multiscale = {"multiscale", 1, ms_example, 0};
+
+/* ---- conditioning networks (condnet.h) ---- */
+void fdp_condnet_destroy(fdp_condnet *n) {
+    if (!n) return;
+    if (n->ops->destroy) n->ops->destroy(n);
+    free(n);
+}
+
+#define FDP_CONDNET_KIND_PTR(name) &fdp_condnet_kind_##name,
+static const fdp_condnet_kind *const CONDNET_KINDS[] = {FDP_CONDNET_KINDS(FDP_CONDNET_KIND_PTR)};
+
+const fdp_condnet_kind *const *fdp_condnet_kinds(int *n) {
+    *n = (int)(sizeof CONDNET_KINDS / sizeof CONDNET_KINDS[0]);
+    return CONDNET_KINDS;
+}
