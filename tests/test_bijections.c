@@ -71,6 +71,7 @@
 
 #include "flowdp/error.h"
 #include "flowdp/nn.h"
+#include "flowdp/condnet.h"
 #include "flowdp/realnvp.h"
 #include "testutil.h"
 
@@ -709,7 +710,7 @@ static int64_t resnet_pattern(const fdp_resnet *r, uint8_t *bits, int64_t o) {
     }
     return put_bits(r->o, bits, o);
 }
-static int64_t cpl_pattern(void *l, uint8_t *bits) { return resnet_pattern(&((fdp_coupling *)l)->st, bits, 0); }
+static int64_t cpl_pattern(void *l, uint8_t *bits) { return resnet_pattern(fdp_condnet_as_resnet(((fdp_coupling *)l)->net), bits, 0); }
 
 static void check_coupling(const char *name, fdp_mask mask, int reverse, int n, int c, int h, int w, int mid,
                            int blocks, uint64_t seed) {
@@ -1039,7 +1040,7 @@ static void logit_map(void *st, const float *u, float *y, double *ldj) {
     memcpy(ut.data, u, sizeof(float) * (size_t)perm_numel(s));
     double *sldj = fdp_arena_doubles(s->arena, s->n);
     for (int i = 0; i < s->n; i++) sldj[i] = 0.0;
-    fdp_tensor yt = fdp_logit_forward(&s->ctx, xt, ut, 256.0f, 0.9f, sldj);
+    fdp_tensor yt = fdp_logit_forward(&s->ctx, fdp_dequantize(&s->ctx, xt, ut, 256, 0), 0.9f, sldj);
     memcpy(y, yt.data, sizeof(float) * (size_t)perm_numel(s));
     memcpy(ldj, sldj, sizeof(double) * (size_t)s->n);
 }
@@ -1111,9 +1112,9 @@ static int64_t nvp_pattern(void *mv, uint8_t *bits) {
     int64_t o = 0;
     for (int s = 0; s < m->num_scales; s++) {
         fdp_realnvp_scale *S = &m->scales[s];
-        for (int i = 0; i < S->n_in; i++) o = resnet_pattern(&S->in_c[i].st, bits, o);
+        for (int i = 0; i < S->n_in; i++) o = resnet_pattern(fdp_condnet_as_resnet(S->in_c[i]->net), bits, o);
         if (!S->is_last)
-            for (int i = 0; i < 3; i++) o = resnet_pattern(&S->out_c[i].st, bits, o);
+            for (int i = 0; i < 3; i++) o = resnet_pattern(fdp_condnet_as_resnet(S->out_c[i]->net), bits, o);
     }
     return o;
 }
@@ -1152,7 +1153,7 @@ static void check_realnvp(int n, int C, int H, int W, int scales, int mid, int b
     memcpy(ut.data, u, sizeof(float) * (size_t)N);
     double *sldj = fdp_arena_doubles(f.arena, n);
     for (int i = 0; i < n; i++) sldj[i] = 0.0;
-    fdp_tensor y = fdp_logit_forward(&f.ctx, xt, ut, m.k, m.data_constraint, sldj);
+    fdp_tensor y = fdp_logit_forward(&f.ctx, fdp_dequantize(&f.ctx, xt, ut, (int)m.k, 0), m.data_constraint, sldj);
     fdp_tensor z = fdp_realnvp_flow_forward(&m, &f.ctx, y, sldj);
     fdp_tensor q = fdp_realnvp_sample(&m, &f.ctx, z, 1);
     double e = 0.0;

@@ -190,9 +190,17 @@ static void case_checkerboard_mul(fdp_backend *be, int gpu, int v) {
     fdp_checkerboard_mul_args a = {F(0), F(1), HH, WW, v & 1, v >> 1};
     be->checkerboard_mul(be, NCHW, &a);
 }
+static void case_dequant_uniform(fdp_backend *be, int gpu, int v) {
+    fdp_dequant_uniform_args a = {F(4), F(7), F(1), v ? 32.0f : 256.0f, v ? 8.0f : 1.0f, v};
+    be->dequant_uniform(be, NCHW, &a);
+}
 static void case_logit_forward(fdp_backend *be, int gpu, int v) {
-    fdp_logit_forward_args a = {F(4), F(7), F(1), F(5), 256.0f, 0.9f};
+    fdp_logit_forward_args a = {F(7), F(1), F(5), 0.9f};
     be->logit_forward(be, NCHW, &a);
+}
+static void case_logit_backward(fdp_backend *be, int gpu, int v) {
+    fdp_logit_backward_args a = {F(7), F(0), F(2), F(1), 0.9f, NCHW / NN};
+    be->logit_backward(be, NCHW, &a);
 }
 static void case_bn_stats(fdp_backend *be, int gpu, int v) {
     /* sums of a channel of 100 elements: mean in [-1,1], E[x^2] in [1.5, 6] */
@@ -363,7 +371,9 @@ static const op_entry OPS[] = {
     {"sigmoid", case_sigmoid, 1, 1e-6},
     {"slice_copy", case_slice_copy, 2, 1e-6},
     {"checkerboard_mul", case_checkerboard_mul, 4, 0.0},
+    {"dequant_uniform", case_dequant_uniform, 2, 1e-6},
     {"logit_forward", case_logit_forward, 1, 1e-5},
+    {"logit_backward", case_logit_backward, 1, 1e-5},
     {"bn_stats", case_bn_stats, 3, 1e-6},
     {"bn_act", case_bn_act, 3, 1e-6},
     {"bn_act_grad", case_bn_act_grad, 3, 1e-6},

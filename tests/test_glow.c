@@ -1014,7 +1014,7 @@ static void test_actnorm_ddi(void **state) {
     fdp_tensor x = fdp_arena_tensor(arena, n, 1, 8, 8), u = fdp_arena_tensor(arena, n, 1, 8, 8);
     memcpy(x.data, hx, sizeof(float) * (size_t)N);
     memcpy(u.data, hu, sizeof(float) * (size_t)N);
-    m->forward_loss(m, &ectx, x, u, NULL);
+    fdp_model_loss_xu(m, &ectx, x, u, NULL);
     int flags = 0, set = 0;
     for (int i = 0; i < p->count; i++)
         if (tu_ends_with(p->entries[i].name, ".initialized")) {
@@ -1031,7 +1031,7 @@ static void test_actnorm_ddi(void **state) {
     u = fdp_arena_tensor(arena, n, 1, 8, 8);
     memcpy(x.data, hx, sizeof(float) * (size_t)N);
     memcpy(u.data, hu, sizeof(float) * (size_t)N);
-    double nll = m->forward_loss(m, &ctx, x, u, NULL);
+    double nll = fdp_model_loss_xu(m, &ctx, x, u, NULL);
     double me = 0.0, se = 0.0;
     for (int l = 0; l < g->hp.n_levels; l++)
         for (int k = 0; k < g->hp.depth; k++) {
@@ -1057,7 +1057,7 @@ static void test_actnorm_ddi(void **state) {
     u = fdp_arena_tensor(arena, n, 1, 8, 8);
     memcpy(x.data, hx, sizeof(float) * (size_t)N);
     memcpy(u.data, hu, sizeof(float) * (size_t)N);
-    m->forward_loss(m, &ctx, x, u, NULL);
+    fdp_model_loss_xu(m, &ctx, x, u, NULL);
     assert_memory_equal(before, p->params, sizeof(float) * (size_t)p->n_params);
     free(before);
     free(hx);
@@ -1121,7 +1121,7 @@ static void *rank_main(void *arg) {
         fdp_tensor x = fdp_arena_tensor(arena, j->n, 1, 8, 8), u = fdp_arena_tensor(arena, j->n, 1, 8, 8);
         memcpy(x.data, j->x, sizeof(float) * (size_t)N);
         memcpy(u.data, j->u, sizeof(float) * (size_t)N);
-        j->nll = m->forward_loss(m, &ctx, x, u, NULL);
+        j->nll = fdp_model_loss_xu(m, &ctx, x, u, NULL);
         m->backward(m, &ctx, 1.0f);
         j->np = m->params->n_params;
         j->params = malloc(sizeof(float) * (size_t)j->np);
@@ -1256,7 +1256,7 @@ static void test_nograd_and_hook(void **state) {
         fdp_tensor x = fdp_arena_tensor(arena, n, 1, 8, 8), u = fdp_arena_tensor(arena, n, 1, 8, 8);
         memcpy(x.data, hx, sizeof(float) * (size_t)N);
         memcpy(u.data, hu, sizeof(float) * (size_t)N);
-        m->forward_loss(m, &ctx, x, u, mode ? nll_e : nll_t);
+        fdp_model_loss_xu(m, &ctx, x, u, mode ? nll_e : nll_t);
         peak[mode] = fdp_arena_peak(arena);
         if (!mode) m->backward(m, &ctx, 1.0f);
         fdp_arena_destroy(arena);
@@ -1510,7 +1510,7 @@ static void test_train_smoke(void **state) {
         fdp_dataset_gather_float(&ds, idx, B, x.data);
         fdp_philox_fill_args na = {u.data, di, D, seed, (uint32_t)((int64_t)s * B / ds.n), FDP_RNG_DEQUANT, 0};
         be->philox_fill(be, B * D, &na);
-        nll[s] = m->forward_loss(m, &ctx, x, u, NULL);
+        nll[s] = fdp_model_loss_xu(m, &ctx, x, u, NULL);
         m->backward(m, &ctx, 1.0f);
         double gn = fdp_grad_global_norm(p);
         assert_true(isfinite(nll[s]) && isfinite(gn));

@@ -31,6 +31,7 @@
 #include "flowdp/buckets.h"
 #include "flowdp/comm.h"
 #include "flowdp/config.h"
+#include "flowdp/dequant.h"
 #include "flowdp/cuda.h"
 #include "flowdp/log.h"
 #include "flowdp/model.h"
@@ -266,6 +267,8 @@ static int bench_config(const char *config_path, const char **sets, int nsets, i
     if (nc) fdp_buckets_use_nccl(buckets, nc);
     cfg_bench cb = {buckets, p};
     fdp_ctx ctx = {.be = be, .arena = arena, .params = p, .training = 1, .world_size = world};
+    fdp_dequant *dq = NULL;
+    FDP_CHECK(fdp_dequant_create(&cfg, m, &dq, &err) == 0, "%s", err.msg);
     if (world > 1) {
         ctx.allreduce_f64 = nc ? fdp_nccl_allreduce_f64_sum_hook : fdp_comm_allreduce_f64_sum_hook;
         ctx.comm = nc ? (void *)nc : (void *)comm;
@@ -298,16 +301,16 @@ static int bench_config(const char *config_path, const char **sets, int nsets, i
         be->to_host(be, hx, x, sizeof(float) * (size_t)(batch * D));
         for (int64_t j = 0; j < batch * D; j++) hx[j] = (float)(int)(hx[j] * 256.0f) / 255.0f;
         be->from_host(be, x, hx, sizeof(float) * (size_t)(batch * D));
-        fdp_philox_fill_args pu = {u, idx, D, 7, 0, FDP_RNG_DEQUANT, 0};
-        be->philox_fill(be, batch * D, &pu);
+        fdp_dequant_key key = {7, 0, FDP_RNG_DEQUANT, idx};
+        dq->ops->apply(dq, &ctx, fdp_tensor_wrap(x, batch, C, H, W, be->dev), &key,
+                       fdp_tensor_wrap(u, batch, C, H, W, be->dev), NULL);
         be->synchronize(be);
         fdp_comm_barrier(comm);
         if (s == warmup && nc) (void)fdp_nccl_take_busy_ms(nc, NULL); /* forget the warm-up's collectives */
 
         double t0 = now_s();
         fdp_arena_reset_all(arena);
-        double nll = m->forward_loss(m, &ctx, fdp_tensor_wrap(x, batch, C, H, W, be->dev),
-                                     fdp_tensor_wrap(u, batch, C, H, W, be->dev), NULL);
+        double nll = m->forward_loss(m, &ctx, fdp_tensor_wrap(u, batch, C, H, W, be->dev), NULL);
         fdp_buckets_begin_step(buckets);
         m->backward(m, &ctx, 1.0f);
         fdp_buckets_wait_all(buckets, 1.0f / (float)world);
@@ -370,6 +373,7 @@ static int bench_config(const char *config_path, const char **sets, int nsets, i
         fdp_adamax_free(&optx);
     else
         fdp_adam_free(&opt);
+    fdp_dequant_destroy(dq);
     fdp_model_destroy(m);
     fdp_nccl_destroy(nc);
     fdp_backend_destroy(be);
@@ -513,6 +517,7 @@ int main(int argc, char **argv) {
     fdp_adam_init(&opt, &m.params, 0.9f, 0.999f, 1e-8f, 0.0f);
     fdp_arena *arena = fdp_arena_create(256u << 20, be->arena_alloc, be->arena_free, be, be->dev);
     fdp_ctx ctx = {.be = be, .arena = arena, .params = &m.params, .training = 1, .world_size = 1};
+    fdp_dequant *dq = fdp_dequant_uniform_create(256, 0); /* the notebook's */
 
     int64_t D = (int64_t)C * H * W;
     float *x = be->alloc(be, sizeof(float) * (size_t)(batch * D));
@@ -535,14 +540,14 @@ int main(int argc, char **argv) {
         for (int64_t j = 0; j < batch * D; j++) hx[j] = (float)(int)(hx[j] * 256.0f) / 255.0f;
         be->from_host(be, x, hx, sizeof(float) * (size_t)(batch * D));
         free(hx);
-        fdp_philox_fill_args pu = {u, idx, D, 7, 0, FDP_RNG_DEQUANT, 0};
-        be->philox_fill(be, batch * D, &pu);
+        fdp_dequant_key key = {7, 0, FDP_RNG_DEQUANT, idx};
+        dq->ops->apply(dq, &ctx, fdp_tensor_wrap(x, batch, C, H, W, be->dev), &key,
+                       fdp_tensor_wrap(u, batch, C, H, W, be->dev), NULL);
         be->synchronize(be);
 
         double t0 = now_s();
         fdp_arena_reset_all(arena);
-        double nll = fdp_realnvp_forward_loss(&m, &ctx, fdp_tensor_wrap(x, batch, C, H, W, be->dev),
-                                              fdp_tensor_wrap(u, batch, C, H, W, be->dev), NULL);
+        double nll = fdp_realnvp_loss(&m, &ctx, fdp_tensor_wrap(u, batch, C, H, W, be->dev), NULL);
         be->synchronize(be);
         double t1 = now_s();
         fdp_realnvp_backward(&m, &ctx, 1.0f);
@@ -578,6 +583,7 @@ int main(int argc, char **argv) {
     be->free(be, idx);
     fdp_arena_destroy(arena);
     fdp_adam_free(&opt);
+    fdp_dequant_destroy(dq);
     fdp_realnvp_free(&m);
     fdp_backend_destroy(be);
     return 0;

@@ -51,6 +51,8 @@ void fdp_condnet_destroy(fdp_condnet *n);
  * cat(bn(x), -bn(x))) */
 fdp_condnet *fdp_condnet_resnet_create(fdp_params *p, const char *prefix, int cin, int mid, int cout,
                                        int num_blocks, int double_after_norm);
+/* the ResNet inside (tests that set its parameters by structure); fatal for another kind */
+fdp_resnet *fdp_condnet_as_resnet(fdp_condnet *n);
 /* openai/glow's NN: conv3x3 (no bias) - ActNorm - ReLU - conv1x1 - ActNorm - ReLU - Conv2dZeros 3x3 */
 fdp_condnet *fdp_condnet_glow_create(fdp_params *p, const char *prefix, int cin, int width, int cout);
 

@@ -47,9 +47,8 @@
 
 #include "flowdp/nn.h"
 
-typedef struct fdp_flow_layer fdp_flow_layer;
-
-typedef struct fdp_flow_ops {
+/* fdp_flow_layer (the struct every layer begins with) is defined in nn.h */
+struct fdp_flow_ops {
     const char *kind;
     fdp_tensor (*forward)(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor x, double *sldj);
     fdp_tensor (*inverse)(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor y);
@@ -62,12 +61,6 @@ typedef struct fdp_flow_ops {
     fdp_tensor (*backward_rebuild)(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor y, fdp_tensor dy, const float *dldj);
     void (*destroy)(fdp_flow_layer *l);
     int is_container;
-} fdp_flow_ops;
-
-struct fdp_flow_layer {
-    const fdp_flow_ops *ops;
-    int first_entry, last_entry;    /* its entries in the parameter table (last < first: none) */
-    int64_t lat_off, lat_len;       /* factor-out layers: its slice of a sample's latent vector */
 };
 
 /* record the parameter entries a constructor registers between the two calls */
@@ -114,10 +107,11 @@ fdp_flow_layer *fdp_flow_multiscale_create(int keep, fdp_flow_layer *child);
 
 /* ---- the registered layers' constructors (prefix: the module path of their parameters) ---- */
 /* RealNVP (realnvp.h, the notebook): squeeze_2x2 (alt: the notebook's alt_order; unsqueeze: the
- * inverse direction), dequantized pixels -> logit (k pixel values, bound = data_constraint; buffer
- * "<prefix>data_constraint"), the affine coupling with its ResNet */
+ * inverse direction), dequantized pixels in [0,1) -> logit (bound = data_constraint; buffer
+ * "<prefix>data_constraint"; its inverse undoes the constraint), the affine coupling with its ResNet */
 fdp_flow_layer *fdp_flow_squeeze_create(int alt, int unsqueeze);
-fdp_flow_layer *fdp_flow_logit_create(fdp_params *p, const char *prefix, float k, float bound);
+fdp_flow_layer *fdp_flow_logit_create(fdp_params *p, const char *prefix, float bound);
+void fdp_flow_logit_set_bound(fdp_flow_layer *logit, float bound); /* before init_values */
 fdp_flow_layer *fdp_flow_coupling_create(fdp_params *p, const char *prefix, int C, int mid, int num_blocks,
                                          fdp_mask mask, int reverse_mask);
 /* Glow (glow.h, openai/glow): ActNorm with data-dependent init, reverse / shuffle permutation,

@@ -235,6 +235,8 @@ fdp_tensor fdp_glow_flow_backward(fdp_glow *g, fdp_ctx *ctx, const float *dobj);
  * y = (floor(round(255 x) / 2^(8 - n_bits_x)) + u) / n_bins - 0.5 (openai's preprocess + uniform
  * dequantization); returns the mean nll in nats of the discrete data per image,
  * nll = -(objective) + D ln(n_bins), per sample into nll (host, n) when not NULL. */
+/* the loss from dequantized pixels v in [0,1) (dequant.h, round = 1) */
+double fdp_glow_loss(fdp_glow *g, fdp_ctx *ctx, fdp_tensor v, double *nll);
 double fdp_glow_forward_loss(fdp_glow *g, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll);
 void fdp_glow_backward(fdp_glow *g, fdp_ctx *ctx, float loss_scale);
 /* Images in [0,1] from standard-normal z (n,C,H,W) at the given temperature: x = flow^-1 of the

@@ -11,9 +11,10 @@ struct fdp_model {
     int C, H, W;              /* image shape */
     int n_bins;               /* pixel values (256 for 8 bits) */
     fdp_params *params;       /* the name table and flat buffers */
-    /* mean nll (nats/image) of the batch x (pixels in [0,1]) with dequantization noise u in [0,1);
-     * per-sample nll into nll (host) when not NULL. Saves what backward needs unless ctx->no_grad. */
-    double (*forward_loss)(fdp_model *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll);
+    /* mean nll (nats/image) of the batch v (dequantized pixels in [0,1), from dequant.h's stage;
+     * the nll counts the D*log(n_bins) of the bins); per-sample nll into nll (host) when not NULL.
+     * Saves what backward needs unless ctx->no_grad. */
+    double (*forward_loss)(fdp_model *m, fdp_ctx *ctx, fdp_tensor v, double *nll);
     /* gradients of loss_scale * (mean nll of the last forward_loss) */
     void (*backward)(fdp_model *m, fdp_ctx *ctx, float loss_scale);
     /* images in [0,1] from standard-normal z (the shape of the image), every prior's
@@ -29,5 +30,8 @@ struct fdp_model {
 int fdp_model_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be, uint64_t seed, fdp_model **out,
                      fdp_err *err);
 void fdp_model_destroy(fdp_model *m);
+/* forward_loss of pixels x in [0,1] dequantized with the given uniform noise u in [0,1) the way the
+ * model's own uniform stage would (dequant.h; for tests and references that supply their noise) */
+double fdp_model_loss_xu(fdp_model *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll);
 
 #endif

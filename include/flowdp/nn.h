@@ -49,6 +49,15 @@ typedef struct fdp_ctx {
     float temperature;
 } fdp_ctx;
 
+/* ---- the header of every flow layer (flow.h: the interface and the compositions) ---- */
+typedef struct fdp_flow_ops fdp_flow_ops;
+typedef struct fdp_flow_layer {
+    const fdp_flow_ops *ops;
+    int first_entry, last_entry;    /* its entries in the parameter table (last < first: none) */
+    int64_t lat_off, lat_len;       /* factor-out layers: its slice of a sample's latent vector */
+} fdp_flow_layer;
+typedef struct fdp_condnet fdp_condnet; /* condnet.h */
+
 /* ---- weight-normed convolution (WNConv2d; weight = g * v / ||v|| per output channel) ---- */
 typedef struct fdp_wnconv {
     int cin, cout, k, has_bias;
@@ -63,6 +72,8 @@ void fdp_wnconv_prepare(fdp_wnconv *l, fdp_ctx *ctx);
 void fdp_wnconv_forward(fdp_wnconv *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, int accumulate);
 /* gradients of g, v, bias from (x, dy); dx (=|+=) input gradient unless dx == NULL */
 void fdp_wnconv_backward(fdp_wnconv *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor dy, float *dx, int accumulate);
+/* host init as PyTorch's Conv2d (kaiming-uniform v and bias, Philox keyed by entry index), g = ||v|| */
+void fdp_wnconv_init_values(const fdp_wnconv *l, const fdp_params *p, float *host_params, uint64_t seed);
 
 /* ---- BatchNorm2d, optionally synchronized across ranks, fused with an activation ---- */
 typedef enum { FDP_ACT_NONE = 0, FDP_ACT_RELU = 1, FDP_ACT_RELU_CAT_NEG = 2 } fdp_act;
@@ -73,6 +84,8 @@ typedef struct fdp_bn {
     float *mean, *invstd;    /* (C) statistics used by the last forward (arena, from fdp_bn_prepare) */
 } fdp_bn;
 void fdp_bn_init(fdp_bn *l, fdp_params *p, const char *prefix, int C);
+/* host init as PyTorch's: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0 */
+void fdp_bn_init_values(const fdp_bn *l, const fdp_params *p, float *host_params, float *host_buffers);
 /* allocate this step's statistics (C floats each) from the arena; call once per step before
  * forward (like fdp_wnconv_prepare), so they outlive arena resets done after the forward */
 void fdp_bn_prepare(fdp_bn *l, fdp_ctx *ctx);
@@ -123,19 +136,19 @@ void fdp_resnet_backward(fdp_resnet *r, fdp_ctx *ctx, fdp_tensor dy, fdp_tensor 
 /* ---- affine coupling (the notebook's CouplingLayer) ---- */
 typedef enum { FDP_MASK_CHECKERBOARD = 0, FDP_MASK_CHANNEL = 1 } fdp_mask;
 typedef struct fdp_coupling {
+    fdp_flow_layer base;     /* flow.h; its first_entry / last_entry span the layer's parameters */
     int C;                   /* channels of the input */
     int Cc;                  /* channels of the changed part (C, or C/2 channel-wise) */
     int off;                 /* channel-wise: first changed channel (0 or C/2) */
     fdp_mask mask;
     int reverse_mask;
-    fdp_resnet st;
+    fdp_condnet *net;        /* the s/t network (condnet.h; the notebook's ResNet) */
     int p_rg, p_rv;          /* rescale.weight_g, rescale.weight_v (Cc,1,1) */
     float *rescale;          /* (Cc) effective Rescale weight of this step (arena) */
     double *rnormsq;         /* (Cc) */
     /* saved */
     fdp_tensor y;            /* output of the last forward */
     fdp_tensor th;           /* (n,Cc,h,w) tanh(s_raw) */
-    int first_entry, last_entry; /* its entries in the parameter table */
 } fdp_coupling;
 void fdp_coupling_init(fdp_coupling *l, fdp_params *p, const char *prefix, int C, int mid, int num_blocks,
                        fdp_mask mask, int reverse_mask);
@@ -164,9 +177,12 @@ fdp_tensor fdp_channel_slice(fdp_ctx *ctx, fdp_tensor x, int c0, int nc);
 fdp_tensor fdp_channel_cat(fdp_ctx *ctx, fdp_tensor a, fdp_tensor b);
 
 /* ---- dequantization + logit (RealNVP) ---- */
-/* y = logit of the dequantized pixels x (in [0,1]) with noise u; sldj[n] is SET (not added to)
- * to the sum of its log-det: it starts the log-det of a forward pass */
-fdp_tensor fdp_logit_forward(fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, float k, float bound, double *sldj);
+/* v = uniformly dequantized pixels in [0,1) from x (8-bit values/255) and noise u in [0,1)
+ * (the kernel fdp_k_dequant_uniform: round 0 the notebook's (255x + u)/256 for n_bins 256,
+ * round 1 openai's bins); v from the arena */
+fdp_tensor fdp_dequantize(fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, int n_bins, int round);
+/* y = logit of the dequantized v squashed into [(1-bound)/2, (1+bound)/2]; sldj[n] += its log-det */
+fdp_tensor fdp_logit_forward(fdp_ctx *ctx, fdp_tensor v, float bound, double *sldj);
 
 /* ---- Gaussian prior and the loss ---- */
 /* nll[n] = 0.5*sum z^2 + D/2*log(2 pi) + D*log(k) - sldj[n] per sample (host doubles out, n entries);

@@ -14,24 +14,30 @@
 #ifndef FLOWDP_REALNVP_H
 #define FLOWDP_REALNVP_H
 #include "flowdp/error.h"
-#include "flowdp/nn.h"
+#include "flowdp/flow.h"
 
 typedef struct fdp_realnvp_scale {
     int C, H, W, mid, is_last;
     int n_in;                  /* 3, or 4 on the last scale */
-    fdp_coupling in_c[4];      /* checkerboard */
-    fdp_coupling out_c[3];     /* channel-wise, on the squeezed tensor */
+    fdp_coupling *in_c[4];     /* checkerboard (layers of the composition) */
+    fdp_coupling *out_c[3];    /* channel-wise, on the squeezed tensor */
 } fdp_realnvp_scale;
 
+/* The composition (flow.h): root = seq[logit, body]; body = scale 0, where scale s =
+ * seq[in_c..., (not last:) squeeze, out_c x 3, unsqueeze, squeeze(alt), multiscale(2C: scale
+ * s+1), unsqueeze(alt)]. Parameters: the buffer data_constraint (the logit's), then every
+ * scale's couplings in order. */
 typedef struct fdp_realnvp {
     int in_channels, height, width, num_scales, mid_channels, num_blocks;
-    float data_constraint;     /* 0.9 */
+    float data_constraint;     /* 0.9; set before alloc_init */
     float k;                   /* number of pixel values, 256 */
     fdp_realnvp_scale *scales; /* (num_scales) */
-    int b_data_constraint;     /* the buffer 'data_constraint' (1) */
+    fdp_flow_layer *root;      /* seq[logit, body] */
+    fdp_flow_layer *logit;
+    fdp_flow_layer *body;      /* the flow on logit space */
     fdp_params params;
     /* 1: forward_loss (unless ctx->no_grad) keeps no activations and backward rebuilds each
-     * coupling's input from its output ([train] rebuild_activations); 0: the stored path */
+     * layer's input from its output ([train] rebuild_activations); 0: the stored path */
     int rebuild_activations;
     /* saved by the last forward_loss, for backward */
     int rebuilt;               /* which path it took */
@@ -60,9 +66,11 @@ fdp_tensor fdp_realnvp_flow_inverse(fdp_realnvp *m, fdp_ctx *ctx, fdp_tensor z);
 /* dy from dz and dldj, parameter gradients written */
 fdp_tensor fdp_realnvp_flow_backward(fdp_realnvp *m, fdp_ctx *ctx, fdp_tensor dz, const float *dldj);
 
-/* The whole forward of a batch: prepare, dequantize + logit with noise u, flows,
- * nll. x: pixels in [0,1] (n,C,H,W), u: noise in [0,1). Returns the mean nll
- * (nats per image, the notebook's RealNVPLoss); per-sample nll into nll (host, n) if not NULL. */
+/* The whole forward of a batch: prepare, logit, flows, nll. v: dequantized pixels in [0,1)
+ * (n,C,H,W) (dequant.h). Returns the mean nll (nats per image, the notebook's RealNVPLoss:
+ * it counts the D*log(256) of the bins); per-sample nll into nll (host, n) if not NULL. */
+double fdp_realnvp_loss(fdp_realnvp *m, fdp_ctx *ctx, fdp_tensor v, double *nll);
+/* the same from pixels x in [0,1] and uniform noise u in [0,1) (the notebook's dequantization) */
 double fdp_realnvp_forward_loss(fdp_realnvp *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll);
 /* Backward of the last forward_loss: gradients of mean nll * loss_scale
  * (loss_scale 1: the gradient of this batch's mean). */

@@ -74,20 +74,44 @@ FDP_HD static inline void fdp_k_checkerboard_mul(int64_t i, const fdp_checkerboa
     a->y[i] = a->accumulate ? a->y[i] + v : v;
 }
 
-/* ---- dequantization + logit (RealNVP preprocessing) ------------------------ */
-/* For i over (N, C, H, W): pixel x in [0,1] (integers/(k-1)), noise u in [0,1):
- *   p = (x*(k-1) + u)/k;  p = ((2p - 1)*bound + 1)/2;  y = log p - log(1-p)
- *   ldj[i] = softplus(y) + softplus(-y) - softplus(log(1-bound) - log(bound))
- * (exactly the notebook's _pre_process). */
-typedef struct { const float *x, *u; float *y, *ldj; float k, bound; } fdp_logit_forward_args;
+/* ---- uniform dequantization (dequant.h) ------------------------------------ */
+/* For i over (N, C, H, W): pixel x in [0,1] (8-bit value/255), noise u in [0,1):
+ *   round 0 (RealNVP, the notebook):  v = (x*(n_bins-1) + u)/n_bins
+ *   round 1 (Glow, openai):           p = clip(round(255 x)), bin = floor(p / bin_div), v = (bin + u)/n_bins */
+typedef struct { const float *x, *u; float *v; float n_bins, bin_div; int round; } fdp_dequant_uniform_args;
+FDP_HD static inline void fdp_k_dequant_uniform(int64_t i, const fdp_dequant_uniform_args *a) {
+    if (!a->round) {
+        a->v[i] = (a->x[i] * (a->n_bins - 1.0f) + a->u[i]) / a->n_bins;
+        return;
+    }
+    float p = floorf(a->x[i] * 255.0f + 0.5f);
+    p = p < 0.0f ? 0.0f : p > 255.0f ? 255.0f : p;
+    float bin = floorf(p / a->bin_div);
+    a->v[i] = (bin + a->u[i]) / a->n_bins;
+}
+
+/* ---- logit (RealNVP preprocessing) ---------------------------------------- */
+/* For i over (N, C, H, W): dequantized v in [0,1):
+ *   p = ((2v - 1)*bound + 1)/2;  y = log p - log(1-p)
+ *   ldj[i] = softplus(y) + softplus(-y) - softplus(log(1-bound) - log(bound))  (= log|dy/dv|)
+ * (exactly the notebook's _pre_process after its dequantization). */
+typedef struct { const float *v; float *y, *ldj; float bound; } fdp_logit_forward_args;
 FDP_HD static inline float fdp_softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 FDP_HD static inline void fdp_k_logit_forward(int64_t i, const fdp_logit_forward_args *a) {
-    float p = (a->x[i] * (a->k - 1.0f) + a->u[i]) / a->k;
+    float p = a->v[i];
     p = (2.0f * p - 1.0f) * a->bound;
     p = (p + 1.0f) / 2.0f;
     float y = logf(p) - logf(1.0f - p);
     a->y[i] = y;
     a->ldj[i] = fdp_softplus(y) + fdp_softplus(-y) - fdp_softplus(logf(1.0f - a->bound) - logf(a->bound));
+}
+/* Its backward, for sample n = i / D: with p as above, dy/dv = bound/(p(1-p)) and
+ * d ldj/dv = bound (2p - 1)/(p(1-p)):  dv[i] = (dy[i] + dldj[n] (2p - 1)) * bound/(p(1-p)) */
+typedef struct { const float *v, *dy, *dldj; float *dv; float bound; int64_t D; } fdp_logit_backward_args;
+FDP_HD static inline void fdp_k_logit_backward(int64_t i, const fdp_logit_backward_args *a) {
+    float p = ((2.0f * a->v[i] - 1.0f) * a->bound + 1.0f) / 2.0f;
+    float q = p * (1.0f - p);
+    a->dv[i] = (a->dy[i] + a->dldj[i / a->D] * (2.0f * p - 1.0f)) * (a->bound / q);
 }
 
 /* ---- BatchNorm ------------------------------------------------------------- */
@@ -375,7 +399,9 @@ FDP_HD static inline void fdp_k_adam(int64_t i, const fdp_adam_args *a) {
     X(sigmoid)                       \
     X(slice_copy)                    \
     X(checkerboard_mul)              \
+    X(dequant_uniform)               \
     X(logit_forward)                 \
+    X(logit_backward)                \
     X(bn_stats)                      \
     X(bn_act)                        \
     X(bn_act_grad)                   \

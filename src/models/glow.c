@@ -288,31 +288,34 @@ fdp_tensor fdp_glow_flow_backward(fdp_glow *g, fdp_ctx *ctx, const float *dobj) 
 }
 
 /* ---- the model interface ---------------------------------------------------------------- */
-double fdp_glow_forward_loss(fdp_glow *g, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll) {
+double fdp_glow_loss(fdp_glow *g, fdp_ctx *ctx, fdp_tensor v, double *nll) {
     fdp_backend *be = ctx->be;
-    int n = x.n;
-    int64_t D = fdp_sample_numel(x);
-    FDP_CHECK(fdp_same_shape(x, u), "glow: noise shape differs from the batch");
+    int n = v.n;
+    int64_t D = fdp_sample_numel(v);
     g->n = n;
     g->obj = fdp_arena_doubles(ctx->arena, n);
     be->memset0(be, g->obj, sizeof(double) * (size_t)n);
     g->dobj = fdp_arena_alloc(ctx->arena, sizeof(float) * (size_t)n);
-    /* openai's preprocess + uniform noise: x = (floor(p / 2^(8-n_bits)) + u) / n_bins - 0.5 */
-    fdp_tensor y = fdp_arena_tensor(ctx->arena, n, x.c, x.h, x.w);
-    fdp_glow_preprocess_args pa = {x.data, u.data, y.data, (float)(256 / g->n_bins), (float)g->n_bins};
-    be->glow_preprocess(be, fdp_numel(x), &pa);
+    /* openai's preprocess: x = (bin + u)/n_bins - 0.5, v = (bin + u)/n_bins from the stage */
+    fdp_tensor y = fdp_arena_tensor(ctx->arena, n, v.c, v.h, v.w);
+    fdp_scale_shift_args pa = {v.data, y.data, 1.0f, -0.5f};
+    be->scale_shift(be, fdp_numel(v), &pa);
     fdp_glow_flow_forward(g, ctx, y, g->obj, NULL);
     /* nll = -(objective) + D ln(n_bins): the discrete data's nats (openai's -D*log(n_bins) term) */
     double *h = fdp_xmalloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
     be->to_host(be, h, g->obj, sizeof(double) * (size_t)n);
     double mean = 0.0, dl = (double)D * log((double)g->n_bins);
     for (int i = 0; i < n; i++) {
-        double v = -h[i] + dl;
-        if (nll) nll[i] = v;
-        mean += v;
+        double val = -h[i] + dl;
+        if (nll) nll[i] = val;
+        mean += val;
     }
     free(h);
     return n ? mean / n : 0.0;
+}
+
+double fdp_glow_forward_loss(fdp_glow *g, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll) {
+    return fdp_glow_loss(g, ctx, fdp_dequantize(ctx, x, u, g->n_bins, 1), nll);
 }
 
 void fdp_glow_backward(fdp_glow *g, fdp_ctx *ctx, float loss_scale) {

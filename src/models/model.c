@@ -3,12 +3,13 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "flowdp/glow.h"
 #include "flowdp/realnvp.h"
 
-static double realnvp_forward_loss(fdp_model *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll) {
-    return fdp_realnvp_forward_loss(m->impl, ctx, x, u, nll);
+static double realnvp_forward_loss(fdp_model *m, fdp_ctx *ctx, fdp_tensor v, double *nll) {
+    return fdp_realnvp_loss(m->impl, ctx, v, nll);
 }
 static void realnvp_backward(fdp_model *m, fdp_ctx *ctx, float loss_scale) { fdp_realnvp_backward(m->impl, ctx, loss_scale); }
 static fdp_tensor realnvp_sample(fdp_model *m, fdp_ctx *ctx, fdp_tensor z, float temperature) {
@@ -23,8 +24,8 @@ static void realnvp_destroy(fdp_model *m) {
     free(m->impl);
 }
 
-static double glow_forward_loss(fdp_model *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll) {
-    return fdp_glow_forward_loss(m->impl, ctx, x, u, nll);
+static double glow_forward_loss(fdp_model *m, fdp_ctx *ctx, fdp_tensor v, double *nll) {
+    return fdp_glow_loss(m->impl, ctx, v, nll);
 }
 static void glow_backward(fdp_model *m, fdp_ctx *ctx, float loss_scale) { fdp_glow_backward(m->impl, ctx, loss_scale); }
 static fdp_tensor glow_sample(fdp_model *m, fdp_ctx *ctx, fdp_tensor z, float temperature) {
@@ -170,4 +171,9 @@ void fdp_model_destroy(fdp_model *m) {
     if (!m) return;
     m->destroy(m);
     free(m);
+}
+
+double fdp_model_loss_xu(fdp_model *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll) {
+    int round = strcmp(m->type, "glow") == 0; /* as fdp_dequant_create */
+    return m->forward_loss(m, ctx, fdp_dequantize(ctx, x, u, m->n_bins, round), nll);
 }

@@ -92,3 +92,14 @@ void fdp_bn_backward(fdp_bn *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor y, fdp_te
     be->bn_grad_apply(be, fdp_numel(x), &pa);
     fdp_arena_reset(ctx->arena, m);
 }
+
+void fdp_bn_init_values(const fdp_bn *l, const fdp_params *p, float *host_params, float *host_buffers) {
+    /* weight 1, bias 0; running_mean 0, running_var 1, num_batches_tracked 0 */
+    for (int c = 0; c < l->C; c++) {
+        host_params[p->entries[l->p_w].offset + c] = 1.0f;
+        host_params[p->entries[l->p_b].offset + c] = 0.0f;
+        host_buffers[p->entries[l->b_mean].offset + c] = 0.0f;
+        host_buffers[p->entries[l->b_var].offset + c] = 1.0f;
+    }
+    host_buffers[p->entries[l->b_count].offset] = 0.0f;
+}

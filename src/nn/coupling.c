@@ -3,14 +3,18 @@
  * channel-wise: (x_change, x_id) = chunk(x) (swapped when reverse_mask); st = st_net(x_id)
  * forward y = (x + t)*exp(s), log-det += sum s; inverse x = y*exp(-s) - t. */
 #include <stdio.h>
+#include <stdlib.h>
 
+#include "flowdp/condnet.h"
 #include "flowdp/error.h"
-#include "flowdp/nn.h"
+#include "flowdp/flow.h"
+
+static const fdp_flow_ops COUPLING_OPS;
 
 void fdp_coupling_init(fdp_coupling *l, fdp_params *p, const char *prefix, int C, int mid, int num_blocks,
                        fdp_mask mask, int reverse_mask) {
     char name[2 * FDP_NAME_MAX];
-    l->first_entry = p->count;
+    fdp_flow_begin(&l->base, &COUPLING_OPS, p);
     l->C = C;
     l->mask = mask;
     l->reverse_mask = reverse_mask;
@@ -23,20 +27,23 @@ void fdp_coupling_init(fdp_coupling *l, fdp_params *p, const char *prefix, int C
         l->off = 0;
     }
     snprintf(name, sizeof name, "%s.st_net", prefix);
-    fdp_resnet_init(&l->st, p, name, l->Cc, mid, 2 * l->Cc, num_blocks, mask == FDP_MASK_CHECKERBOARD);
+    l->net = fdp_condnet_resnet_create(p, name, l->Cc, mid, 2 * l->Cc, num_blocks, mask == FDP_MASK_CHECKERBOARD);
     int64_t s[3] = {l->Cc, 1, 1};
     snprintf(name, sizeof name, "%s.rescale.weight_g", prefix);
     l->p_rg = fdp_params_add(p, name, FDP_PARAM, FDP_PFLAG_WEIGHT_DECAY, 3, s);
     snprintf(name, sizeof name, "%s.rescale.weight_v", prefix);
     l->p_rv = fdp_params_add(p, name, FDP_PARAM, 0, 3, s);
-    l->last_entry = p->count - 1;
+    fdp_flow_end(&l->base, p);
 }
 
-void fdp_coupling_free(fdp_coupling *l) { fdp_resnet_free(&l->st); }
+void fdp_coupling_free(fdp_coupling *l) {
+    fdp_condnet_destroy(l->net);
+    l->net = NULL;
+}
 
 void fdp_coupling_prepare(fdp_coupling *l, fdp_ctx *ctx) {
     fdp_backend *be = ctx->be;
-    fdp_resnet_prepare(&l->st, ctx);
+    fdp_condnet_prepare(l->net, ctx);
     const float *v = fdp_params_data(ctx->params, l->p_rv);
     l->rnormsq = fdp_arena_doubles(ctx->arena, l->Cc);
     l->rescale = fdp_arena_alloc(ctx->arena, sizeof(float) * (size_t)l->Cc);
@@ -72,7 +79,7 @@ fdp_tensor fdp_coupling_forward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor x, dou
     fdp_arena_mark m0 = fdp_arena_get_mark(ctx->arena); /* with no_grad, everything after y is scratch */
     l->th = fdp_arena_tensor(ctx->arena, x.n, l->Cc, x.h, x.w);
     fdp_tensor in = st_input(l, ctx, x);
-    fdp_tensor st = fdp_resnet_forward(&l->st, ctx, in);
+    fdp_tensor st = l->net->ops->forward(l->net, ctx, in);
     fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
     fdp_tensor s = fdp_arena_tensor(ctx->arena, x.n, l->Cc, x.h, x.w);
     fdp_coupling_affine_args a = affine_args(l, x, st, y, l->th.data, s.data, 0);
@@ -93,7 +100,7 @@ fdp_tensor fdp_coupling_inverse(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y) {
     fdp_tensor x = fdp_arena_tensor(ctx->arena, y.n, y.c, y.h, y.w);
     fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
     fdp_tensor in = st_input(l, ctx, y);
-    fdp_tensor st = fdp_resnet_forward(&l->st, ctx, in);
+    fdp_tensor st = l->net->ops->forward(l->net, ctx, in);
     fdp_coupling_affine_args a = affine_args(l, y, st, x, NULL, NULL, 1);
     ctx->be->coupling_affine(ctx->be, fdp_numel(y), &a);
     fdp_arena_reset(ctx->arena, m);
@@ -126,12 +133,12 @@ static void backward_into(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y, const flo
     /* through the s/t network into the identity part of x */
     if (l->mask == FDP_MASK_CHECKERBOARD) {
         fdp_tensor dxb = fdp_arena_tensor(ctx->arena, y.n, y.c, y.h, y.w);
-        fdp_resnet_backward(&l->st, ctx, dst, dxb, 0);
+        l->net->ops->backward(l->net, ctx, dst, dxb, 0);
         fdp_checkerboard_mul_args ca = {dxb.data, dx.data, y.h, y.w, l->reverse_mask, 1};
         be->checkerboard_mul(be, fdp_numel(y), &ca);
     } else {
         fdp_tensor did = fdp_arena_tensor(ctx->arena, y.n, l->Cc, y.h, y.w);
-        fdp_resnet_backward(&l->st, ctx, dst, did, 0);
+        l->net->ops->backward(l->net, ctx, dst, did, 0);
         int id_off = l->off == 0 ? l->Cc : 0;
         fdp_slice_copy_args sa = {did.data, dx.data, l->Cc, 0, l->C, id_off, l->Cc, (int64_t)y.h * y.w, 1.0f, 1};
         be->slice_copy(be, fdp_numel(did), &sa);
@@ -143,7 +150,6 @@ fdp_tensor fdp_coupling_backward(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor dy, c
     fdp_tensor y = l->y;
     fdp_tensor dx = fdp_arena_tensor(ctx->arena, y.n, y.c, y.h, y.w);
     backward_into(l, ctx, y, l->th.data, dy, dldj, dx);
-    if (ctx->grads_ready) ctx->grads_ready(ctx->grads_ready_user, l->first_entry, l->last_entry);
     return dx;
 }
 
@@ -154,7 +160,7 @@ void fdp_coupling_forward_inplace(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor x, d
     FDP_CHECK(x.c == l->C, "coupling: input has %d channels, expected %d", x.c, l->C);
     fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
     fdp_tensor in = st_input(l, ctx, x);
-    fdp_tensor st = fdp_resnet_forward(&l->st, ctx, in);
+    fdp_tensor st = l->net->ops->forward(l->net, ctx, in);
     fdp_tensor s = fdp_arena_tensor(ctx->arena, x.n, l->Cc, x.h, x.w);
     /* element-wise: y[i] depends on x[i] and st only, so y may overwrite x; the same
      * arithmetic as fdp_coupling_forward, so the same y and log-det bit for bit */
@@ -176,7 +182,7 @@ void fdp_coupling_backward_rebuild(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y, 
     fdp_tensor in = st_input(l, ctx, y);
     int prev = ctx->recompute;
     ctx->recompute = 1; /* BatchNorm: the forward's statistics, no running-statistics update */
-    fdp_tensor st = fdp_resnet_forward(&l->st, ctx, in);
+    fdp_tensor st = l->net->ops->forward(l->net, ctx, in);
     ctx->recompute = prev;
     /* x = coupling^-1(y), and th = tanh(s_raw) as the forward computed it */
     fdp_tensor th = fdp_arena_tensor(ctx->arena, y.n, l->Cc, y.h, y.w);
@@ -188,5 +194,63 @@ void fdp_coupling_backward_rebuild(fdp_coupling *l, fdp_ctx *ctx, fdp_tensor y, 
     be->copy(be, y.data, x.data, sizeof(float) * (size_t)fdp_numel(y));
     be->copy(be, dy.data, dx.data, sizeof(float) * (size_t)fdp_numel(y));
     fdp_arena_reset(ctx->arena, m); /* the s/t network's activations, x, dx */
-    if (ctx->grads_ready) ctx->grads_ready(ctx->grads_ready_user, l->first_entry, l->last_entry);
 }
+
+/* ---- as a flow layer (flow.h) ---- */
+static fdp_tensor op_forward(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor x, double *sldj) {
+    return fdp_coupling_forward((fdp_coupling *)l, ctx, x, sldj);
+}
+static fdp_tensor op_inverse(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor y) {
+    return fdp_coupling_inverse((fdp_coupling *)l, ctx, y);
+}
+static fdp_tensor op_backward(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor dy, const float *dldj) {
+    return fdp_coupling_backward((fdp_coupling *)l, ctx, dy, dldj);
+}
+static void op_prepare(fdp_flow_layer *l, fdp_ctx *ctx) { fdp_coupling_prepare((fdp_coupling *)l, ctx); }
+static void op_init_values(fdp_flow_layer *l, const fdp_params *p, float *hp, float *hb, uint64_t seed) {
+    fdp_coupling *c = (fdp_coupling *)l;
+    /* Rescale's weight norm starts at g = v = 1 (the notebook's ones init) */
+    for (int i = 0; i < c->Cc; i++) {
+        hp[p->entries[c->p_rg].offset + i] = 1.0f;
+        hp[p->entries[c->p_rv].offset + i] = 1.0f;
+    }
+    fdp_condnet_init_values(c->net, p, hp, hb, seed);
+}
+static fdp_tensor op_forward_inplace(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor x, double *sldj) {
+    fdp_coupling_forward_inplace((fdp_coupling *)l, ctx, x, sldj);
+    return x;
+}
+static fdp_tensor op_backward_rebuild(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor y, fdp_tensor dy,
+                                      const float *dldj) {
+    fdp_coupling_backward_rebuild((fdp_coupling *)l, ctx, y, dy, dldj);
+    return dy;
+}
+static void op_destroy(fdp_flow_layer *l) { fdp_coupling_free((fdp_coupling *)l); }
+
+static const fdp_flow_ops COUPLING_OPS = {.kind = "coupling",
+                                          .forward = op_forward,
+                                          .inverse = op_inverse,
+                                          .backward = op_backward,
+                                          .init_values = op_init_values,
+                                          .prepare = op_prepare,
+                                          .forward_inplace = op_forward_inplace,
+                                          .backward_rebuild = op_backward_rebuild,
+                                          .destroy = op_destroy};
+
+fdp_flow_layer *fdp_flow_coupling_create(fdp_params *p, const char *prefix, int C, int mid, int num_blocks,
+                                         fdp_mask mask, int reverse_mask) {
+    fdp_coupling *l = fdp_xcalloc(1, sizeof *l);
+    fdp_coupling_init(l, p, prefix, C, mid, num_blocks, mask, reverse_mask);
+    return &l->base;
+}
+
+/* variants: checkerboard / channel-wise, each with and without reverse_mask */
+static fdp_flow_layer *example(fdp_params *p, int variant, int *c, int *h, int *w) {
+    int channel = variant / 2;
+    *c = channel ? 4 : 2;
+    *h = 4;
+    *w = 4;
+    return fdp_flow_coupling_create(p, "layer", *c, 4, 1, channel ? FDP_MASK_CHANNEL : FDP_MASK_CHECKERBOARD,
+                                    variant % 2);
+}
+const fdp_flow_kind fdp_flow_kind_coupling = {"coupling", 4, example, 0};

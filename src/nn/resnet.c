@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "flowdp/condnet.h"
 #include "flowdp/error.h"
 #include "flowdp/nn.h"
 
@@ -146,3 +147,63 @@ void fdp_resnet_backward(fdp_resnet *r, fdp_ctx *ctx, fdp_tensor dy, fdp_tensor 
                     FDP_ACT_RELU_CAT_NEG, accumulate);
     fdp_arena_reset(A, m);
 }
+
+/* ---- as a conditioning network (condnet.h) ---- */
+typedef struct resnet_net {
+    fdp_condnet base;
+    fdp_resnet r;
+} resnet_net;
+
+static fdp_tensor rn_forward(fdp_condnet *n, fdp_ctx *ctx, fdp_tensor x) {
+    return fdp_resnet_forward(&((resnet_net *)n)->r, ctx, x);
+}
+static void rn_backward(fdp_condnet *n, fdp_ctx *ctx, fdp_tensor dh, fdp_tensor dx, int accumulate) {
+    fdp_resnet_backward(&((resnet_net *)n)->r, ctx, dh, dx, accumulate);
+}
+static void rn_prepare(fdp_condnet *n, fdp_ctx *ctx) { fdp_resnet_prepare(&((resnet_net *)n)->r, ctx); }
+static void rn_init_values(fdp_condnet *n, const fdp_params *p, float *hp, float *hb, uint64_t seed) {
+    fdp_resnet *r = &((resnet_net *)n)->r;
+    fdp_bn_init_values(&r->in_norm, p, hp, hb);
+    fdp_wnconv_init_values(&r->in_conv, p, hp, seed);
+    fdp_wnconv_init_values(&r->in_skip, p, hp, seed);
+    for (int i = 0; i < r->num_blocks; i++) {
+        fdp_bn_init_values(&r->blocks[i].in_norm, p, hp, hb);
+        fdp_wnconv_init_values(&r->blocks[i].in_conv, p, hp, seed);
+        fdp_bn_init_values(&r->blocks[i].out_norm, p, hp, hb);
+        fdp_wnconv_init_values(&r->blocks[i].out_conv, p, hp, seed);
+        fdp_wnconv_init_values(&r->skips[i], p, hp, seed);
+    }
+    fdp_bn_init_values(&r->out_norm, p, hp, hb);
+    fdp_wnconv_init_values(&r->out_conv, p, hp, seed);
+}
+static void rn_destroy(fdp_condnet *n) { fdp_resnet_free(&((resnet_net *)n)->r); }
+
+static const fdp_condnet_ops RESNET_OPS = {.kind = "resnet",
+                                           .forward = rn_forward,
+                                           .backward = rn_backward,
+                                           .prepare = rn_prepare,
+                                           .init_values = rn_init_values,
+                                           .destroy = rn_destroy};
+
+fdp_condnet *fdp_condnet_resnet_create(fdp_params *p, const char *prefix, int cin, int mid, int cout, int num_blocks,
+                                       int double_after_norm) {
+    resnet_net *n = fdp_xcalloc(1, sizeof *n);
+    n->base.ops = &RESNET_OPS;
+    n->base.cin = cin;
+    n->base.cout = cout;
+    fdp_resnet_init(&n->r, p, prefix, cin, mid, cout, num_blocks, double_after_norm);
+    return &n->base;
+}
+
+fdp_resnet *fdp_condnet_as_resnet(fdp_condnet *n) {
+    FDP_CHECK(n->ops == &RESNET_OPS, "condnet %s is not a resnet", n->ops->kind);
+    return &((resnet_net *)n)->r;
+}
+
+static fdp_condnet *rn_example(fdp_params *p, int *cin, int *h, int *w) {
+    *cin = 2;
+    *h = 4;
+    *w = 4;
+    return fdp_condnet_resnet_create(p, "net", 2, 4, 4, 1, 1);
+}
+const fdp_condnet_kind fdp_condnet_kind_resnet = {"resnet", rn_example};

@@ -1,9 +1,11 @@
 /* wnconv.c — weight-normed convolution: weight = g * v / ||v||, the norm taken
  * per output channel over (cin, k, k), as torch.nn.utils.weight_norm(dim=0). */
+#include <math.h>
 #include <stdio.h>
 
 #include "flowdp/error.h"
 #include "flowdp/nn.h"
+#include "flowdp/rng.h"
 
 void fdp_wnconv_init(fdp_wnconv *l, fdp_params *p, const char *prefix, int cin, int cout, int k, int bias) {
     char name[2 * FDP_NAME_MAX];
@@ -67,4 +69,27 @@ void fdp_wnconv_backward(fdp_wnconv *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor d
                                       fdp_params_grad(ctx->params, l->p_v), fdp_params_grad(ctx->params, l->p_g), cols};
     be->weightnorm_backward(be, l->cout * cols, &a);
     fdp_arena_reset(ctx->arena, m); /* dw and dot were scratch */
+}
+
+void fdp_wnconv_init_values(const fdp_wnconv *l, const fdp_params *p, float *host_params, uint64_t seed) {
+    /* PyTorch's Conv2d default, kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the
+     * weight and the bias; Philox keyed by the entry's index in the table */
+    const fdp_param_entry *v = &p->entries[l->p_v], *g = &p->entries[l->p_g];
+    double bound = 1.0 / sqrt((double)(v->shape[1] * v->shape[2] * v->shape[3]));
+    float *d = host_params + v->offset;
+    for (int64_t j = 0; j < v->numel; j++)
+        d[j] = (float)(bound * (2.0 * fdp_philox_uniform(seed, FDP_RNG_INIT, (uint64_t)l->p_v, 0, (uint64_t)j) - 1.0));
+    /* weight_g = ||v|| per output channel (torch.nn.utils.weight_norm at creation) */
+    int64_t cols = v->numel / v->shape[0];
+    for (int64_t o = 0; o < v->shape[0]; o++) {
+        double s = 0.0;
+        for (int64_t c = 0; c < cols; c++) s += (double)d[o * cols + c] * d[o * cols + c];
+        host_params[g->offset + o] = (float)sqrt(s);
+    }
+    if (l->p_b >= 0) {
+        const fdp_param_entry *b = &p->entries[l->p_b];
+        for (int64_t j = 0; j < b->numel; j++)
+            host_params[b->offset + j] =
+                (float)(bound * (2.0 * fdp_philox_uniform(seed, FDP_RNG_INIT, (uint64_t)l->p_b, 0, (uint64_t)j) - 1.0));
+    }
 }

@@ -1,5 +1,6 @@
 /* evaluate.c — test-set bpd (optionally importance-weighted over K noise draws). */
 #include "flowdp/evaluate.h"
+#include "flowdp/dequant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,18 +20,23 @@ int fdp_evaluate_range(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_sour
     int64_t D = (int64_t)m->C * m->H * m->W;
     fdp_ctx ctx = {.be = be, .arena = arena, .params = m->params, .training = 0, .world_size = 1, .no_grad = 1};
     double *nll = malloc(sizeof(double) * (size_t)batch), *acc = malloc(sizeof(double) * (size_t)batch * draws);
-    if (!nll || !acc) {
+    double *logq = malloc(sizeof(double) * (size_t)batch);
+    if (!nll || !acc || !logq) {
         free(nll);
         free(acc);
+        free(logq);
         return fdp_err_set(err, "evaluation batch of %d images x %d draws: out of memory; use a smaller batch", batch,
                            draws);
     }
     /* the range streams through a loader: a packed test set is never held whole */
     fdp_loader_opts lo = {.src = d, .mode = FDP_LOADER_RANGE, .prefetch = prefetch, .batch = batch, .begin = begin, .end = end};
     fdp_loader *loader = NULL;
-    if (fdp_loader_create(&lo, &loader, err) != 0) {
+    fdp_dequant *dq = NULL;
+    if (fdp_dequant_create(NULL, m, &dq, err) != 0 || fdp_loader_create(&lo, &loader, err) != 0) {
+        fdp_dequant_destroy(dq);
         free(nll);
         free(acc);
+        free(logq);
         return -1;
     }
     for (const fdp_batch *bt; (bt = fdp_loader_next(loader)) != NULL;) {
@@ -40,14 +46,15 @@ int fdp_evaluate_range(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_sour
         for (int k = 0; k < draws; k++) {
             fdp_arena_reset_all(arena);
             fdp_tensor x = fdp_arena_tensor(arena, n, m->C, m->H, m->W);
-            fdp_tensor u = fdp_arena_tensor(arena, n, m->C, m->H, m->W);
+            fdp_tensor v = fdp_arena_tensor(arena, n, m->C, m->H, m->W);
             int64_t *didx = fdp_arena_alloc(arena, sizeof(int64_t) * (size_t)n);
             be->from_host(be, x.data, hx, sizeof(float) * (size_t)(n * D));
             be->from_host(be, didx, idx, sizeof(int64_t) * (size_t)n);
-            fdp_philox_fill_args pa = {u.data, didx, D, seed, (uint32_t)k, FDP_RNG_EVAL, 0};
-            be->philox_fill(be, n * D, &pa);
-            m->forward_loss(m, &ctx, x, u, nll);
-            for (int i = 0; i < n; i++) acc[(size_t)i * draws + k] = nll[i];
+            /* importance sample k: the stage's draw keyed by k (dequant.h) */
+            fdp_dequant_key key = {seed, (uint32_t)k, FDP_RNG_EVAL, didx};
+            dq->ops->apply(dq, &ctx, x, &key, v, logq);
+            m->forward_loss(m, &ctx, v, nll);
+            for (int i = 0; i < n; i++) acc[(size_t)i * draws + k] = nll[i] + logq[i];
         }
         for (int i = 0; i < n; i++) {
             double v = acc[(size_t)i * draws];
@@ -67,8 +74,10 @@ int fdp_evaluate_range(fdp_model *m, fdp_backend *be, fdp_arena *arena, fdp_sour
     }
     fdp_arena_reset_all(arena);
     fdp_loader_destroy(loader);
+    fdp_dequant_destroy(dq);
     free(nll);
     free(acc);
+    free(logq);
     return 0;
 }
 

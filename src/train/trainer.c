@@ -200,15 +200,16 @@ static int train_loop(trainer *t) {
         int64_t epoch = bt->epoch;
         be->from_host(be, x, bt->x, sizeof(float) * (size_t)(B * D));
         be->from_host(be, didx, bt->idx, sizeof(int64_t) * (size_t)B);
-        fdp_philox_fill_args na = {u, didx, D, t->seed, (uint32_t)epoch, FDP_RNG_DEQUANT, 0};
-        be->philox_fill(be, B * D, &na);
         if (cfg->train.on_nonfinite == FDP_NONFINITE_SKIP)
             be->copy(be, saved_buffers, p->buffers, sizeof(float) * (size_t)p->n_buffers);
 
         fdp_arena_reset_all(t->arena);
+        /* the dequantization stage (dequant.h): noise keyed by (seed, epoch, image) */
+        fdp_dequant_key key = {t->seed, (uint32_t)epoch, FDP_RNG_DEQUANT, didx};
+        fdp_tensor v = fdp_tensor_wrap(u, B, m->C, m->H, m->W, be->dev);
+        t->dequant->ops->apply(t->dequant, &ctx, fdp_tensor_wrap(x, B, m->C, m->H, m->W, be->dev), &key, v, NULL);
         fdp_comm_set_phase(t->comm, "forward");
-        double nll = m->forward_loss(m, &ctx, fdp_tensor_wrap(x, B, m->C, m->H, m->W, be->dev),
-                                     fdp_tensor_wrap(u, B, m->C, m->H, m->W, be->dev), NULL);
+        double nll = m->forward_loss(m, &ctx, v, NULL);
         fdp_comm_set_phase(t->comm, "backward");
         fdp_buckets_begin_step(t->buckets);
         m->backward(m, &ctx, 1.0f);
@@ -437,7 +438,8 @@ static int setup_compute(trainer *t) {
         }
         fdp_nccl_watchdog_start(t->nccl, cfg->train.watchdog_s > 0 ? cfg->train.watchdog_s : 600.0);
     }
-    if (fdp_model_create(cfg, t->train.c, t->train.h, t->train.w, t->be, t->seed, &t->model, &err) != 0) {
+    if (fdp_model_create(cfg, t->train.c, t->train.h, t->train.w, t->be, t->seed, &t->model, &err) != 0 ||
+        fdp_dequant_create(cfg, t->model, &t->dequant, &err) != 0) {
         if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
         return FDP_EXIT_BAD_INPUT;
     }
@@ -601,6 +603,7 @@ out:
         if (t->use_ema) fdp_ema_free(&t->ema);
         fdp_model_destroy(t->model);
     }
+    fdp_dequant_destroy(t->dequant);
     if (t->be) fdp_backend_destroy(t->be);
     fdp_source_close(&t->train);
     fdp_source_close(&t->test);

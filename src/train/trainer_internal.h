@@ -13,6 +13,7 @@
 #include "flowdp/data.h"
 #include "flowdp/loader.h"
 #include "flowdp/metrics.h"
+#include "flowdp/dequant.h"
 #include "flowdp/model.h"
 #include "flowdp/nccl.h"
 #include "flowdp/optim.h"
@@ -23,6 +24,7 @@ typedef struct trainer {
     int rank, world;
     fdp_backend *be;
     fdp_model *model;
+    fdp_dequant *dequant;       /* the dequantization stage (dequant.h) */
     int adamax;          /* [train] optimizer = adamax */
     fdp_adam opt;        /* Adam state (when !adamax) */
     fdp_adamax optx;     /* Adamax state (when adamax) */
