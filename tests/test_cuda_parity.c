@@ -202,6 +202,31 @@ static void case_logit_backward(fdp_backend *be, int gpu, int v) {
     fdp_logit_backward_args a = {F(7), F(0), F(2), F(1), 0.9f, NCHW / NN};
     be->logit_backward(be, NCHW, &a);
 }
+/* gated convolution network (gated_ops.h); C = CC/2 channels where the op doubles them */
+static void case_concat_elu(fdp_backend *be, int gpu, int v) {
+    fdp_concat_elu_args a = {F(0), F(1), CC / 2, HWs};
+    be->concat_elu(be, NCHW / 2, &a);
+}
+static void case_concat_elu_backward(fdp_backend *be, int gpu, int v) {
+    fdp_concat_elu_backward_args a = {F(0), F(2), F(1), CC / 2, HWs, v};
+    be->concat_elu_backward(be, NCHW / 2, &a);
+}
+static void case_gate(fdp_backend *be, int gpu, int v) {
+    fdp_gate_args a = {F(0), F(2), F(1), CC / 2, HWs};
+    be->gate(be, NCHW / 2, &a);
+}
+static void case_gate_backward(fdp_backend *be, int gpu, int v) {
+    fdp_gate_backward_args a = {F(2), F(0), F(1), CC / 2, HWs};
+    be->gate_backward(be, NCHW / 2, &a);
+}
+static void case_layernorm_channels(fdp_backend *be, int gpu, int v) {
+    fdp_layernorm_channels_args a = {F(0), F(3), F(2), F(1), F(5), F(6), CC, HWs, 1e-5f};
+    be->layernorm_channels(be, NN * HWs, &a);
+}
+static void case_layernorm_channels_backward(fdp_backend *be, int gpu, int v) {
+    fdp_layernorm_channels_backward_args a = {F(0), F(2), F(3), F(4), F(3), F(1), F(5), CC, HWs};
+    be->layernorm_channels_backward(be, NN * HWs, &a);
+}
 static void case_bn_stats(fdp_backend *be, int gpu, int v) {
     /* sums of a channel of 100 elements: mean in [-1,1], E[x^2] in [1.5, 6] */
     fdp_bn_stats_args a = {D(1), D(3), 100.0, 1e-5f, 0.1f, v == 0, v == 2 ? NULL : F(2), v == 2 ? NULL : F(3),
@@ -374,6 +399,12 @@ static const op_entry OPS[] = {
     {"dequant_uniform", case_dequant_uniform, 2, 1e-6},
     {"logit_forward", case_logit_forward, 1, 1e-5},
     {"logit_backward", case_logit_backward, 1, 1e-5},
+    {"concat_elu", case_concat_elu, 1, 1e-6},
+    {"concat_elu_backward", case_concat_elu_backward, 2, 1e-6},
+    {"gate", case_gate, 1, 1e-6},
+    {"gate_backward", case_gate_backward, 1, 1e-6},
+    {"layernorm_channels", case_layernorm_channels, 1, 1e-5},
+    {"layernorm_channels_backward", case_layernorm_channels_backward, 1, 1e-5},
     {"bn_stats", case_bn_stats, 3, 1e-6},
     {"bn_act", case_bn_act, 3, 1e-6},
     {"bn_act_grad", case_bn_act_grad, 3, 1e-6},

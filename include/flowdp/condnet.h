@@ -56,6 +56,10 @@ fdp_resnet *fdp_condnet_as_resnet(fdp_condnet *n);
 /* openai/glow's NN: conv3x3 (no bias) - ActNorm - ReLU - conv1x1 - ActNorm - ReLU - Conv2dZeros 3x3 */
 fdp_condnet *fdp_condnet_glow_create(fdp_params *p, const char *prefix, int cin, int width, int cout);
 
+/* Lippe's tutorial GatedConvNet: conv3x3 (cin -> hid), num_layers x [GatedConv, LayerNormChannels],
+ * ConcatELU, conv3x3 (2 hid -> cout, zero-initialized) */
+fdp_condnet *fdp_condnet_gated_create(fdp_params *p, const char *prefix, int cin, int hid, int cout, int num_layers);
+
 /* the registry: an example instance of each (registered in p under "net"; *cin, *h, *w its input) */
 typedef struct fdp_condnet_kind {
     const char *name;
@@ -63,7 +67,8 @@ typedef struct fdp_condnet_kind {
 } fdp_condnet_kind;
 #define FDP_CONDNET_KINDS(X) \
     X(resnet)                \
-    X(glow_nn)
+    X(glow_nn)               \
+    X(gated)
 #define FDP_CONDNET_DECLARE_KIND(name) extern const fdp_condnet_kind fdp_condnet_kind_##name;
 FDP_CONDNET_KINDS(FDP_CONDNET_DECLARE_KIND)
 #undef FDP_CONDNET_DECLARE_KIND

@@ -14,6 +14,7 @@
 #define FLOWDP_KERNELS_ELEMENTWISE_H
 #include "kernels/hd.h"
 #include "kernels/philox.h"
+#include "kernels/gated_ops.h"
 #include "kernels/glow_ops.h"
 
 /* ---- generic ------------------------------------------------------------- */
@@ -414,6 +415,7 @@ FDP_HD static inline void fdp_k_adam(int64_t i, const fdp_adam_args *a) {
     X(squeeze)                       \
     X(adam)                          \
     X(philox_fill)                   \
+    FDP_GATED_OPS(X)                 \
     FDP_GLOW_OPS(X)
 
 #endif
