@@ -131,61 +131,86 @@ typedef struct idx_contents {
 
 static const char *gz_note(const idx_file *x) { return x->gz ? " uncompressed" : ""; }
 
-static int idx_read_file(const char *path, uint32_t want_magic, int64_t limit, idx_contents *out, fdp_err *err) {
-    memset(out, 0, sizeof *out);
+/* the magic and the dimensions (checked) into out; *item_bytes: bytes per item */
+static int idx_read_header(idx_file *x, const char *path, uint32_t want_magic, idx_contents *out,
+                           uint64_t *item_bytes, fdp_err *err) {
     const int is_images = want_magic == IDX_MAGIC_IMAGES;
     const char *kind = is_images ? "images" : "labels";
     const int ndim = (int)(want_magic & 0xffu);
     const uint64_t header_bytes = 4u + 4u * (uint64_t)ndim;
-
-    idx_file x;
-    if (idx_open(&x, path, err) != 0) return -1;
-
     unsigned char hdr[16];
-    int64_t got = idx_read(&x, hdr, 4, err);
-    if (got < 0) goto fail;
-    if (got < 4) {
-        fdp_err_set(err, "%s: file is short: %lld%s bytes, an IDX header needs at least 4", path, (long long)got,
-                    gz_note(&x));
-        goto fail;
-    }
+    int64_t got = idx_read(x, hdr, 4, err);
+    if (got < 0) return -1;
+    if (got < 4)
+        return fdp_err_set(err, "%s: file is short: %lld%s bytes, an IDX header needs at least 4", path,
+                           (long long)got, gz_note(x));
     uint32_t magic = be32(hdr);
     if (magic != want_magic) {
         const char *hint = "";
         if (magic == IDX_MAGIC_LABELS) hint = " (this is an IDX labels file)";
         else if (magic == IDX_MAGIC_IMAGES) hint = " (this is an IDX images file)";
         else if (hdr[0] != 0 || hdr[1] != 0) hint = " (not an IDX file)";
-        fdp_err_set(err, "%s: wrong magic 0x%08x for an IDX %s file, expected 0x%08x (unsigned bytes, %d dims)%s", path,
-                    magic, kind, want_magic, ndim, hint);
-        goto fail;
+        return fdp_err_set(err, "%s: wrong magic 0x%08x for an IDX %s file, expected 0x%08x (unsigned bytes, %d dims)%s",
+                           path, magic, kind, want_magic, ndim, hint);
     }
-    got = idx_read(&x, hdr + 4, 4u * (uint64_t)ndim, err);
-    if (got < 0) goto fail;
-    if ((uint64_t)got < 4u * (uint64_t)ndim) {
-        fdp_err_set(err, "%s: file is short: %llu%s bytes, the IDX %s header needs %llu", path,
-                    (unsigned long long)(4 + got), gz_note(&x), kind, (unsigned long long)header_bytes);
-        goto fail;
-    }
+    got = idx_read(x, hdr + 4, 4u * (uint64_t)ndim, err);
+    if (got < 0) return -1;
+    if ((uint64_t)got < 4u * (uint64_t)ndim)
+        return fdp_err_set(err, "%s: file is short: %llu%s bytes, the IDX %s header needs %llu", path,
+                           (unsigned long long)(4 + got), gz_note(x), kind, (unsigned long long)header_bytes);
     out->ndim = ndim;
     for (int d = 0; d < ndim; d++) out->dims[d] = be32(hdr + 4 + 4 * d);
-
     /* sizes: n <= 2^31, sides <= 2^16, so n * h * w <= 2^63 fits in uint64 */
     uint64_t n = out->dims[0];
-    if (n < 1 || n > IDX_MAX_N) {
-        fdp_err_set(err, "%s: header declares %llu %s; expected 1 .. 2^31", path, (unsigned long long)n, kind);
-        goto fail;
-    }
-    uint64_t item_bytes = 1;
+    if (n < 1 || n > IDX_MAX_N)
+        return fdp_err_set(err, "%s: header declares %llu %s; expected 1 .. 2^31", path, (unsigned long long)n, kind);
+    *item_bytes = 1;
     if (is_images) {
-        for (int d = 1; d < 3; d++) {
-            if (out->dims[d] < 1 || out->dims[d] > IDX_MAX_SIDE) {
-                fdp_err_set(err, "%s: header declares images of %ux%u; each side must be 1 .. 65536", path,
-                            out->dims[1], out->dims[2]);
-                goto fail;
-            }
-        }
-        item_bytes = (uint64_t)out->dims[1] * out->dims[2];
+        for (int d = 1; d < 3; d++)
+            if (out->dims[d] < 1 || out->dims[d] > IDX_MAX_SIDE)
+                return fdp_err_set(err, "%s: header declares images of %ux%u; each side must be 1 .. 65536", path,
+                                   out->dims[1], out->dims[2]);
+        *item_bytes = (uint64_t)out->dims[1] * out->dims[2];
     }
+    return 0;
+}
+
+/* up to want bytes of payload into out->data (allocated); *have: bytes read */
+static int idx_read_payload(idx_file *x, const char *path, const char *kind, uint64_t want, idx_contents *out,
+                            uint64_t *have, fdp_err *err) {
+    /* plain: the size is verified, allocate at once; gzip: grow with the data */
+    uint64_t cap = x->plain ? want : (want < ((uint64_t)16 << 20) ? want : ((uint64_t)16 << 20));
+    if (cap > (uint64_t)SIZE_MAX)
+        return fdp_err_set(err, "%s: %llu bytes of %s do not fit in memory", path, (unsigned long long)want, kind);
+    out->data = malloc(cap ? (size_t)cap : 1);
+    if (!out->data)
+        return fdp_err_set(err, "%s: cannot allocate %llu bytes for the %s", path, (unsigned long long)cap, kind);
+    *have = 0;
+    for (;;) {
+        int64_t r = idx_read(x, out->data + *have, cap - *have, err);
+        if (r < 0) return -1;
+        *have += (uint64_t)r;
+        if (*have < cap || cap == want) return 0; /* end of file, or done */
+        uint64_t ncap = cap * 2 < want ? cap * 2 : want;
+        uint8_t *p = realloc(out->data, (size_t)ncap);
+        if (!p)
+            return fdp_err_set(err, "%s: cannot allocate %llu bytes for the %s", path, (unsigned long long)ncap, kind);
+        out->data = p;
+        cap = ncap;
+    }
+}
+
+static int idx_read_file(const char *path, uint32_t want_magic, int64_t limit, idx_contents *out, fdp_err *err) {
+    memset(out, 0, sizeof *out);
+    const int is_images = want_magic == IDX_MAGIC_IMAGES;
+    const char *kind = is_images ? "images" : "labels";
+    const uint64_t header_bytes = 4u + 4u * (uint64_t)(want_magic & 0xffu);
+
+    idx_file x;
+    if (idx_open(&x, path, err) != 0) return -1;
+    uint64_t item_bytes = 1, have = 0;
+    if (idx_read_header(&x, path, want_magic, out, &item_bytes, err) != 0) goto fail;
+    const uint64_t n = out->dims[0];
     const uint64_t payload = n * item_bytes;
     const uint64_t expected = header_bytes + payload;
     char what[128];
@@ -209,32 +234,7 @@ static int idx_read_file(const char *path, uint32_t want_magic, int64_t limit, i
 
     const uint64_t count = (limit > 0 && (uint64_t)limit < n) ? (uint64_t)limit : n;
     const uint64_t want = count * item_bytes;
-    /* plain: the size is verified, allocate at once; gzip: grow with the data */
-    uint64_t cap = x.plain ? want : (want < ((uint64_t)16 << 20) ? want : ((uint64_t)16 << 20));
-    if (cap > (uint64_t)SIZE_MAX) {
-        fdp_err_set(err, "%s: %llu bytes of %s do not fit in memory", path, (unsigned long long)want, kind);
-        goto fail;
-    }
-    out->data = malloc(cap ? (size_t)cap : 1);
-    if (!out->data) {
-        fdp_err_set(err, "%s: cannot allocate %llu bytes for the %s", path, (unsigned long long)cap, kind);
-        goto fail;
-    }
-    uint64_t have = 0;
-    for (;;) {
-        int64_t r = idx_read(&x, out->data + have, cap - have, err);
-        if (r < 0) goto fail;
-        have += (uint64_t)r;
-        if (have < cap || cap == want) break; /* end of file, or done */
-        uint64_t ncap = cap * 2 < want ? cap * 2 : want;
-        uint8_t *p = realloc(out->data, (size_t)ncap);
-        if (!p) {
-            fdp_err_set(err, "%s: cannot allocate %llu bytes for the %s", path, (unsigned long long)ncap, kind);
-            goto fail;
-        }
-        out->data = p;
-        cap = ncap;
-    }
+    if (idx_read_payload(&x, path, kind, want, out, &have, err) != 0) goto fail;
     int64_t rest = 0;
     if (have == want) {
         rest = idx_count_rest(&x, err);

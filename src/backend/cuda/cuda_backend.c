@@ -360,6 +360,41 @@ static int env_flag(const char *name) {
         }                                                                                                     \
     } while (0)
 
+/* the backend's function table */
+static void cuda_fill_table(fdp_backend *be) {
+    be->name = "cuda";
+    be->dev = FDP_DEVICE_CUDA;
+    be->num_threads = 1;
+    be->alloc = cuda_alloc;
+    be->free = cuda_free;
+    be->memset0 = cuda_memset0;
+    be->copy = cuda_copy;
+    be->to_host = cuda_to_host;
+    be->from_host = cuda_from_host;
+    be->synchronize = cuda_synchronize;
+    be->conv_forward = fdp_cuda_conv_forward;
+    be->conv_backward_data = fdp_cuda_conv_backward_data;
+    be->conv_backward_weights = fdp_cuda_conv_backward_weights;
+    be->matmul = fdp_cuda_matmul;
+    be->reduce_rows = cuda_reduce_rows;
+    be->channel_moments = cuda_channel_moments;
+    be->bn_backward_reduce = cuda_bn_backward_reduce;
+    be->sum_squares = cuda_sum_squares;
+    be->has_nonfinite = cuda_has_nonfinite;
+#define CUDA_ASSIGN(name) be->name = cuda_##name;
+    FDP_ELEMENTWISE_OPS(CUDA_ASSIGN)
+#undef CUDA_ASSIGN
+    be->pinned_alloc = cuda_pinned_alloc;
+    be->pinned_free = cuda_pinned_free;
+    be->upload_async = cuda_upload_async;
+    be->upload_wait = cuda_upload_wait;
+    be->arena_alloc = cuda_arena_alloc;
+    be->arena_free = cuda_arena_free;
+    be->memory_stats = cuda_memory_stats;
+    be->reset_peak = cuda_reset_peak;
+    be->destroy = cuda_destroy;
+}
+
 fdp_backend *fdp_backend_cuda_create(int device, fdp_err *err) {
     int count = fdp_cuda_device_count(err);
     if (count < 0) return NULL;
@@ -444,37 +479,7 @@ fdp_backend *fdp_backend_cuda_create(int device, fdp_err *err) {
               "cudaHostAlloc(reduction results)");
     cu->conv = fdp_cuda_conv_create(cu);
 
-    be->name = "cuda";
-    be->dev = FDP_DEVICE_CUDA;
-    be->num_threads = 1;
-    be->alloc = cuda_alloc;
-    be->free = cuda_free;
-    be->memset0 = cuda_memset0;
-    be->copy = cuda_copy;
-    be->to_host = cuda_to_host;
-    be->from_host = cuda_from_host;
-    be->synchronize = cuda_synchronize;
-    be->conv_forward = fdp_cuda_conv_forward;
-    be->conv_backward_data = fdp_cuda_conv_backward_data;
-    be->conv_backward_weights = fdp_cuda_conv_backward_weights;
-    be->matmul = fdp_cuda_matmul;
-    be->reduce_rows = cuda_reduce_rows;
-    be->channel_moments = cuda_channel_moments;
-    be->bn_backward_reduce = cuda_bn_backward_reduce;
-    be->sum_squares = cuda_sum_squares;
-    be->has_nonfinite = cuda_has_nonfinite;
-#define CUDA_ASSIGN(name) be->name = cuda_##name;
-    FDP_ELEMENTWISE_OPS(CUDA_ASSIGN)
-#undef CUDA_ASSIGN
-    be->pinned_alloc = cuda_pinned_alloc;
-    be->pinned_free = cuda_pinned_free;
-    be->upload_async = cuda_upload_async;
-    be->upload_wait = cuda_upload_wait;
-    be->arena_alloc = cuda_arena_alloc;
-    be->arena_free = cuda_arena_free;
-    be->memory_stats = cuda_memory_stats;
-    be->reset_peak = cuda_reset_peak;
-    be->destroy = cuda_destroy;
+    cuda_fill_table(be);
     fdp_debug("cuda backend: device %d %s (sm_%d%d, %d SMs), %s allocator, %s math, cuDNN %zu, sync debug %s", device,
               cu->device_name, cu->cc_major, cu->cc_minor, cu->sm_count,
               cu->async_pool ? "cudaMallocAsync pool" : "cudaMalloc", tf32 ? "TF32" : "FP32", cudnnGetVersion(),
