@@ -219,6 +219,7 @@ double fdp_glow_forward_loss(fdp_glow *g, fdp_ctx *ctx, fdp_tensor x, fdp_tensor
     fdp_tensor y = fdp_arena_tensor(ctx->arena, n, x.c, x.h, x.w);
     fdp_glow_preprocess_args pa = {x.data, u.data, y.data, (float)(256 / g->n_bins), (float)g->n_bins};
     be->glow_preprocess(be, fdp_numel(x), &pa);
+    fdp_flow_prepare(g->root, ctx); /* per-step layer state (none of Glow's layers has any today) */
     g->rebuilt = NULL;
     if (g->rebuild && !ctx->no_grad) {
         /* rebuild_activations: nothing kept but what leaves the flow; backward rebuilds each
@@ -263,6 +264,7 @@ void fdp_glow_backward(fdp_glow *g, fdp_ctx *ctx, float loss_scale) {
 }
 
 fdp_tensor fdp_glow_sample(fdp_glow *g, fdp_ctx *ctx, fdp_tensor z, float temperature) {
+    fdp_flow_prepare(g->root, ctx);
     fdp_tensor x = fdp_glow_flow_inverse(g, ctx, z, temperature);
     fdp_tensor img = fdp_arena_tensor(ctx->arena, x.n, x.c, x.h, x.w);
     fdp_glow_postprocess_args a = {x.data, img.data, (float)g->n_bins};
