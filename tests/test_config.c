@@ -176,10 +176,8 @@ static void test_load_string(void **state) {
     assert_int_equal(c.model.num_scales, 2); /* untouched keys keep their defaults */
     assert_string_equal(c.source_text, text);
     assert_string_equal(c.source_path, "quick.ini");
-    /* rebuild_activations is RealNVP only: with glow it is an error, not silently ignored */
-    assert_int_equal(fdp_config_validate(&c, &err), -1);
-    assert_string_equal(err.msg, "quick.ini:23: [train] rebuild_activations = true is not implemented for [model] type = "
-                                 "glow (RealNVP only); set it to false");
+    /* rebuild_activations is valid with both models */
+    assert_int_equal(fdp_config_validate(&c, &err), 0);
     c.train.rebuild_activations = false;
     assert_int_equal(fdp_config_validate(&c, &err), 0);
     c.model.type = FDP_MODEL_REALNVP;

@@ -712,8 +712,9 @@ static int64_t actnorm_bits(const fdp_params *p, const fdp_actnorm *an, fdp_tens
     return o + N;
 }
 static int64_t coupling_bits(const fdp_params *p, const fdp_glow_coupling *l, uint8_t *bits, int64_t o) {
-    o = actnorm_bits(p, &l->an1, l->a1, bits, o);
-    return actnorm_bits(p, &l->an2, l->a2, bits, o);
+    const fdp_glow_nn *nn = (const fdp_glow_nn *)l->nn;
+    o = actnorm_bits(p, &nn->an1, nn->a1, bits, o);
+    return actnorm_bits(p, &nn->an2, nn->a2, bits, o);
 }
 static int64_t cp_pattern(gcase *t, uint8_t *bits) { return coupling_bits(t->p, t->layer, bits, 0); }
 
@@ -731,6 +732,7 @@ static void check_coupling(int affine, uint64_t seed) {
     tols tl = {TOL_INV, TOL_LOGDET, TOL_GRAD, 0, 0.01};
     check_all(&t, seed + 1, -2.0f, 2.0f, &tl);
     gc_teardown(&t);
+    fdp_glow_coupling_free(&l);
     env_end(&e);
 }
 static void test_coupling_additive(void **state) {
@@ -907,7 +909,7 @@ static int64_t glow_pattern(gcase *t, uint8_t *bits) {
     fdp_glow *g = t->layer;
     int64_t o = 0;
     for (int l = 0; l < g->hp.n_levels; l++)
-        for (int k = 0; k < g->hp.depth; k++) o = coupling_bits(t->p, &g->levels[l].steps[k].coupling, bits, o);
+        for (int k = 0; k < g->hp.depth; k++) o = coupling_bits(t->p, g->levels[l].steps[k].coupling, bits, o);
     return o;
 }
 
@@ -1036,9 +1038,10 @@ static void test_actnorm_ddi(void **state) {
     for (int l = 0; l < g->hp.n_levels; l++)
         for (int k = 0; k < g->hp.depth; k++) {
             fdp_glow_step *st = &g->levels[l].steps[k];
-            normalized_stats(p, &st->actnorm, st->actnorm.x, &me, &se);
-            normalized_stats(p, &st->coupling.an1, st->coupling.a1, &me, &se);
-            normalized_stats(p, &st->coupling.an2, st->coupling.a2, &me, &se);
+            const fdp_glow_nn *nn = (const fdp_glow_nn *)st->coupling->nn;
+            normalized_stats(p, st->actnorm, st->actnorm->x, &me, &se);
+            normalized_stats(p, &nn->an1, nn->a1, &me, &se);
+            normalized_stats(p, &nn->an2, nn->a2, &me, &se);
         }
     set = 0;
     for (int i = 0; i < p->count; i++)

@@ -27,25 +27,32 @@
  *   levels.l.split.conv.{W, b, logs}                W (C, C/2, 3, 3), b/logs (C)  (C = channels before the split)
  *   prior.p.{b, logs}                               (2 C_top) mean = h[:C_top], log-std = h[C_top:]  (learntop only)
  * (exp(3*logs) scales every Conv2dZeros output and ActNorm: openai's logscale_factor 3.)
- * Entries are registered in forward order; backward finishes them in reverse and reports each
- * flow step / split / prior range through ctx->grads_ready (for the all-reduce buckets).
+ * Entries are registered in forward order. Every layer is an fdp_flow_layer (flow.h: constructors
+ * fdp_flow_actnorm_create ... fdp_flow_glow_prior_create); the model is one seq of them, which
+ * reports each layer's range through ctx->grads_ready as its backward finishes (all-reduce buckets).
  *
  * Departures from openai/glow: no edge_bias input channel in the 3x3 convolutions (plain zero
  * padding); the learned top prior is b * exp(3 logs) without Conv2dZeros' W (it multiplies
  * zeros); ActNorm initializes on the first training batch of every rank together (global
  * statistics) instead of a separate 256-image batch on rank 0 broadcast to the others; W's
  * random orthogonal init is Gram-Schmidt of a Philox Gaussian matrix (numpy's QR in openai);
- * activations are stored for backward (openai: memory-saving gradient checkpointing). */
+ * activations are stored for backward, or with [train] rebuild_activations rebuilt layer by layer
+ * from the outputs with the inverses (openai: memory-saving gradient checkpointing). */
 #ifndef FLOWDP_GLOW_H
 #define FLOWDP_GLOW_H
+#include "flowdp/condnet.h"
 #include "flowdp/config.h"
 #include "flowdp/error.h"
+#include "flowdp/flow.h"
 #include "flowdp/nn.h"
 
 #define FDP_GLOW_LOGSCALE 3.0f /* openai's logscale_factor */
 
 /* ---- ActNorm: y = (x + b) * exp(3 logs) per channel ------------------------------ */
+/* As a flow layer (fdp_flow_actnorm_create) its base is used; inside other layers (Conv2dZeros,
+ * the coupling's NN) it is not. */
 typedef struct fdp_actnorm {
+    fdp_flow_layer base;
     int C;
     int ddi;                 /* data-dependent init on the first training forward */
     int p_b, p_logs, b_init; /* params b (C), logs (C); buffer initialized (scalar), -1 when !ddi */
@@ -70,6 +77,7 @@ fdp_tensor fdp_actnorm_backward(fdp_actnorm *l, fdp_ctx *ctx, fdp_tensor dy, con
 
 /* ---- invertible 1x1 convolution (plain or LU) ------------------------------------- */
 typedef struct fdp_invconv {
+    fdp_flow_layer base;
     int C, lu;
     int p_w;                        /* plain: W (C,C) */
     int b_p, p_l, p_u, p_logs, b_sign; /* LU: P (C,C) buffer, L, U (C,C), log_s (C), sign_s (C) buffer */
@@ -98,6 +106,7 @@ double fdp_glow_logabsdet_inverse(const double *A, int n, double *inv, double *s
 
 /* ---- reverse / shuffle permutations (log-det 0) ------------------------------------ */
 typedef struct fdp_permute {
+    fdp_flow_layer base;
     int C, shuffle;
     int b_perm;                     /* shuffle: buffer indices (C); -1 for reverse */
 } fdp_permute;
@@ -122,35 +131,45 @@ void fdp_conv_zeros_forward(fdp_conv_zeros *l, fdp_ctx *ctx, fdp_tensor x, fdp_t
 void fdp_conv_zeros_backward(fdp_conv_zeros *l, fdp_ctx *ctx, fdp_tensor x, fdp_tensor c, fdp_tensor dh, float *dx,
                              int accumulate);
 
-/* ---- coupling (additive / affine) with openai's NN --------------------------------- */
-/* NN: conv3x3 (C/2 -> width, no bias) - ActNorm - ReLU - conv1x1 (width -> width, no bias)
- *     - ActNorm - ReLU - Conv2dZeros 3x3 (width -> C affine / C/2 additive) */
-typedef struct fdp_glow_coupling {
-    int C, width, affine;
-    int p_w1, p_w2;                 /* l_1.W (width, C/2, 3, 3), l_2.W (width, width, 1, 1) */
+/* ---- openai's NN (condnet.h: fdp_condnet_glow_create, src/nn/glow_nn.c) -------------- */
+/* conv3x3 (cin -> width, no bias) - ActNorm - ReLU - conv1x1 (width -> width, no bias) - ActNorm -
+ * ReLU - Conv2dZeros 3x3 (width -> cout). Its ActNorms initialize from data on the first
+ * training forward (their own flags). */
+typedef struct fdp_glow_nn {
+    fdp_condnet base;
+    int width;
+    int p_w1, p_w2;                 /* l_1.W (width, cin, 3, 3), l_2.W (width, width, 1, 1) */
     fdp_actnorm an1, an2;           /* l_1.actnorm, l_2.actnorm (with ReLU) */
     fdp_conv_zeros last;            /* l_last */
     /* saved */
-    fdp_tensor z1;                  /* (n,C/2,h,w) NN input */
+    fdp_tensor x;                   /* (n,cin,h,w) input */
     fdp_tensor a1, a2;              /* (n,width,h,w) conv outputs before ActNorm (the ReLU outputs are recomputed) */
-    fdp_tensor c3;                  /* (n,Cout,h,w) l_last's convolution output */
+    fdp_tensor c3;                  /* (n,cout,h,w) l_last's convolution output */
+} fdp_glow_nn;
+
+/* ---- coupling (additive / affine) with a conditioning network (openai's NN) ---------- */
+typedef struct fdp_glow_coupling {
+    fdp_flow_layer base;
+    int C, width, affine;
+    fdp_condnet *nn;                /* C/2 -> C (affine) or C/2 (additive), prefix "<prefix>" */
+    /* saved */
     fdp_tensor h;                   /* (n,Cout,h,w) NN output */
     fdp_tensor y;                   /* (n,C,h,w) the coupling's output */
-    int first_entry, last_entry;
 } fdp_glow_coupling;
 void fdp_glow_coupling_init(fdp_glow_coupling *l, fdp_params *p, const char *prefix, int C, int width, int affine);
-void fdp_glow_coupling_init_values(fdp_glow_coupling *l, const fdp_params *p, float *host_params, uint64_t seed);
+void fdp_glow_coupling_free(fdp_glow_coupling *l);
 fdp_tensor fdp_glow_coupling_forward(fdp_glow_coupling *l, fdp_ctx *ctx, fdp_tensor x, double *sldj);
 fdp_tensor fdp_glow_coupling_inverse(fdp_glow_coupling *l, fdp_ctx *ctx, fdp_tensor y);
 fdp_tensor fdp_glow_coupling_backward(fdp_glow_coupling *l, fdp_ctx *ctx, fdp_tensor dy, const float *dldj);
 
 /* ---- split with its learned prior ------------------------------------------------- */
 typedef struct fdp_glow_split {
+    fdp_flow_layer base;
     int C;                          /* channels of the input; z1, z2 have C/2 */
     fdp_conv_zeros conv;            /* C/2 -> C: mean = h[:, 0::2], logs = h[:, 1::2] */
     fdp_tensor z1, z2, eps;         /* saved: (n,C/2,h,w) each */
     fdp_tensor c, h;                /* saved: (n,C,h,w) conv output, prior parameters */
-    int first_entry, last_entry;
+    fdp_tensor kept;                /* rebuild: z2 of the last forward_inplace (arena) */
 } fdp_glow_split;
 void fdp_glow_split_init(fdp_glow_split *l, fdp_params *p, const char *prefix, int C);
 /* z1 (returned) = z[:, :C/2]; logp[n] += log N(z2; mean, exp(logs)); l->eps = (z2 - mean)/exp(logs) */
@@ -162,11 +181,12 @@ fdp_tensor fdp_glow_split_backward(fdp_glow_split *l, fdp_ctx *ctx, fdp_tensor d
 
 /* ---- top prior ---------------------------------------------------------------------- */
 typedef struct fdp_glow_prior {
+    fdp_flow_layer base;
     int C, learn;
     int p_b, p_logs;                /* (2C) when learn, else -1 */
     float *h;                       /* (2C) mean, log-std vector of this step (arena) */
     fdp_tensor z, eps;              /* saved */
-    int first_entry, last_entry;
+    fdp_tensor kept;                /* rebuild: z of the last forward_inplace (arena) */
 } fdp_glow_prior;
 void fdp_glow_prior_init(fdp_glow_prior *l, fdp_params *p, const char *prefix, int C, int learn);
 void fdp_glow_prior_forward(fdp_glow_prior *l, fdp_ctx *ctx, fdp_tensor z, double *logp);
@@ -174,20 +194,18 @@ fdp_tensor fdp_glow_prior_sample(fdp_glow_prior *l, fdp_ctx *ctx, fdp_tensor eps
 fdp_tensor fdp_glow_prior_backward(fdp_glow_prior *l, fdp_ctx *ctx, const float *dlogp);
 
 /* ---- the model ----------------------------------------------------------------------- */
+/* the layers of one flow step, owned by the model's root seq (for inspection) */
 typedef struct fdp_glow_step {
-    fdp_actnorm actnorm;
-    int perm_kind;                  /* fdp_flow_permutation */
-    fdp_permute perm;               /* reverse / shuffle */
-    fdp_invconv invconv;            /* invconv / invconv_lu */
-    fdp_glow_coupling coupling;
-    int first_entry, last_entry;
+    fdp_actnorm *actnorm;
+    fdp_flow_layer *perm;           /* fdp_permute (reverse / shuffle) or fdp_invconv (invconv / invconv_lu) */
+    fdp_glow_coupling *coupling;
 } fdp_glow_step;
 
 typedef struct fdp_glow_level {
     int C, H, W;                    /* after the squeeze */
     fdp_glow_step *steps;           /* (depth) */
     int has_split;
-    fdp_glow_split split;
+    fdp_glow_split *split;
     int64_t eps_off, eps_len;       /* where its split eps sits in a sample's latent vector (eps_out layout) */
 } fdp_glow_level;
 
@@ -202,13 +220,18 @@ typedef struct fdp_glow {
     fdp_glow_hparams hp;
     int n_bins;                     /* 2^n_bits_x */
     fdp_glow_level *levels;         /* (n_levels) */
-    fdp_glow_prior prior;
+    fdp_glow_prior *prior;
+    /* the flow: one seq (settling C*H*W floats per sample) of [squeeze, K x (actnorm, permutation,
+     * coupling), split, squeeze, ..., top prior] */
+    fdp_flow_layer *root;
+    int rebuild;                    /* [train] rebuild_activations: forward_inplace / backward_rebuild */
     int topC, topH, topW;
     int64_t top_off;                /* the top eps' offset in a sample's latent vector */
     fdp_params params;
     /* saved by the last forward_loss, for backward */
     double *obj;                    /* (n) objective (backend memory) */
     float *dobj;                    /* (n) */
+    float *rebuilt;                 /* rebuild: the in-place buffer of the last forward_loss (n*C*H*W) */
     int n;
 } fdp_glow;
 

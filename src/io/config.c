@@ -600,10 +600,6 @@ int fdp_config_validate(const fdp_config *c, fdp_err *err) {
         return fdp_err_set(err, "%s: [train] warmup_steps = %lld is larger than [train] steps = %lld",
                            origin_loc(c, key_index("train", "warmup_steps"), loc, sizeof loc), (long long)warmup,
                            (long long)steps);
-    if (c->train.rebuild_activations && c->model.type == FDP_MODEL_GLOW)
-        return fdp_err_set(err, "%s: [train] rebuild_activations = true is not implemented for [model] type = glow "
-                           "(RealNVP only); set it to false",
-                           origin_loc(c, key_index("train", "rebuild_activations"), loc, sizeof loc));
     if (c->train.lr_decay != FDP_LR_DECAY_NONE && c->train.lr_min > c->train.lr)
         return fdp_err_set(err, "%s: [train] lr_min = %g is larger than [train] lr = %g (with lr_decay = %s)",
                            origin_loc(c, key_index("train", "lr_min"), loc, sizeof loc), c->train.lr_min, c->train.lr,

@@ -115,9 +115,9 @@ const fdp_cfg_key fdp_cfg_keys[] = {
     {K(train, on_nonfinite), FDP_CT_ENUM, "stop", NO_RANGE, E_NONFINITE,
      "NaN/Inf in the loss or gradients: stop (every rank exits with a message naming the step) or skip the step (counted in the metrics)"},
     {K(train, rebuild_activations), FDP_CT_BOOL, "false", NO_RANGE, NULL,
-     "RealNVP: keep no s/t-network activations in forward; backward rebuilds each coupling's input from its output "
-     "and recomputes its s/t network (activation memory no longer grows with depth; one more s/t forward per step; "
-     "gradients equal up to float rounding). Not implemented for glow"},
+     "keep no activations in forward (RealNVP: the s/t networks'; glow: every flow layer's); backward rebuilds each "
+     "layer's input from its output and recomputes it (activation memory no longer grows with depth; one more forward "
+     "per step; gradients equal up to float rounding)"},
     {K(train, bucket_mb), FDP_CT_FLOAT, "25", IN_OC(0, 4096), NULL, "gradient all-reduce bucket size in MiB (overlaps communication with backward)"},
     {K(train, check_every), FDP_CT_INT64, "100", IN(0, MAX_STEPS), NULL, "compare a parameter checksum across ranks every N steps (0 = never)"},
     {K(train, watchdog_s), FDP_CT_FLOAT, "600", IN(0, 1e7), NULL, "seconds a rank may wait in one collective (MPI or NCCL) before it aborts the whole job naming itself (0 = never); longer than the slowest checkpoint write"},

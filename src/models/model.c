@@ -114,6 +114,7 @@ static int glow_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *
         free(g);
         return -1;
     }
+    g->rebuild = cfg->train.rebuild_activations;
     fdp_glow_alloc_init(g, be, seed);
     fdp_model *m = fdp_xcalloc(1, sizeof *m);
     m->type = "glow";

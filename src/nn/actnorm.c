@@ -132,3 +132,33 @@ fdp_tensor fdp_actnorm_backward(fdp_actnorm *l, fdp_ctx *ctx, fdp_tensor dy, con
     fdp_actnorm_grad(l, ctx, l->x, l->y, dy, dx.data, 0, dldj);
     return dx;
 }
+
+/* ---- as a flow layer (flow.h) ---- */
+static fdp_tensor an_forward(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor x, double *sldj) {
+    return fdp_actnorm_forward((fdp_actnorm *)l, ctx, x, sldj);
+}
+static fdp_tensor an_inverse(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor y) {
+    return fdp_actnorm_inverse((fdp_actnorm *)l, ctx, y);
+}
+static fdp_tensor an_backward(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor dy, const float *dldj) {
+    return fdp_actnorm_backward((fdp_actnorm *)l, ctx, dy, dldj);
+}
+static const fdp_flow_ops ACTNORM_OPS = {.kind = "actnorm", .forward = an_forward, .inverse = an_inverse,
+                                         .backward = an_backward};
+
+fdp_flow_layer *fdp_flow_actnorm_create(fdp_params *p, const char *prefix, int C) {
+    fdp_actnorm *l = fdp_xcalloc(1, sizeof *l);
+    fdp_flow_begin(&l->base, &ACTNORM_OPS, p);
+    fdp_actnorm_init(l, p, prefix, C, 1);
+    fdp_flow_end(&l->base, p);
+    return &l->base;
+}
+
+static fdp_flow_layer *actnorm_example(fdp_params *p, int variant, int *c, int *h, int *w) {
+    (void)variant;
+    *c = 3;
+    *h = 4;
+    *w = 4;
+    return fdp_flow_actnorm_create(p, "layer", 3);
+}
+const fdp_flow_kind fdp_flow_kind_actnorm = {"actnorm", 1, actnorm_example, 0};

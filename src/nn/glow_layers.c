@@ -51,6 +51,42 @@ fdp_tensor fdp_permute_apply(fdp_permute *l, fdp_ctx *ctx, fdp_tensor x, int inv
     return y;
 }
 
+/* as a flow layer (flow.h): its own backward with the inverse permutation */
+static fdp_tensor pm_forward(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor x, double *sldj) {
+    (void)sldj;
+    return fdp_permute_apply((fdp_permute *)l, ctx, x, 0);
+}
+static fdp_tensor pm_inverse(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor y) {
+    return fdp_permute_apply((fdp_permute *)l, ctx, y, 1);
+}
+static fdp_tensor pm_backward(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor dy, const float *dldj) {
+    (void)dldj;
+    return fdp_permute_apply((fdp_permute *)l, ctx, dy, 1);
+}
+static void pm_init_values(fdp_flow_layer *l, const fdp_params *p, float *hp, float *hb, uint64_t seed) {
+    (void)hp;
+    fdp_permute_init_values((fdp_permute *)l, p, hb, seed);
+}
+static const fdp_flow_ops PERMUTE_OPS = {.kind = "permute", .forward = pm_forward, .inverse = pm_inverse,
+                                         .backward = pm_backward, .init_values = pm_init_values};
+
+fdp_flow_layer *fdp_flow_permute_create(fdp_params *p, const char *prefix, int C, int shuffle) {
+    fdp_permute *l = fdp_xcalloc(1, sizeof *l);
+    fdp_flow_begin(&l->base, &PERMUTE_OPS, p);
+    fdp_permute_init(l, p, prefix, C, shuffle);
+    fdp_flow_end(&l->base, p);
+    return &l->base;
+}
+
+/* variant 0: reverse, 1: shuffle */
+static fdp_flow_layer *permute_example(fdp_params *p, int variant, int *c, int *h, int *w) {
+    *c = 6;
+    *h = 2;
+    *w = 2;
+    return fdp_flow_permute_create(p, "layer", 6, variant);
+}
+const fdp_flow_kind fdp_flow_kind_permute = {"permute", 2, permute_example, 0};
+
 /* ---- Conv2dZeros ------------------------------------------------------------------ */
 void fdp_conv_zeros_init(fdp_conv_zeros *l, fdp_params *p, const char *prefix, int cin, int cout, int k) {
     char name[2 * FDP_NAME_MAX];

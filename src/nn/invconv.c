@@ -83,7 +83,9 @@ double fdp_glow_logabsdet_inverse(const double *A, int n, double *inv, double *s
 void fdp_invconv_init(fdp_invconv *l, fdp_params *p, const char *prefix, int C, int lu) {
     char name[2 * FDP_NAME_MAX];
     int64_t sm[2] = {C, C}, sv[1] = {C};
+    fdp_flow_layer base = l->base; /* set by fdp_flow_invconv_create */
     memset(l, 0, sizeof *l);
+    l->base = base;
     l->C = C;
     l->lu = lu;
     l->p_w = l->b_p = l->p_l = l->p_u = l->p_logs = l->b_sign = -1;
@@ -353,3 +355,38 @@ fdp_tensor fdp_invconv_backward(fdp_invconv *l, fdp_ctx *ctx, fdp_tensor dy, con
     fdp_arena_reset(ctx->arena, m);
     return dx;
 }
+
+/* ---- as a flow layer (flow.h) ---- */
+static fdp_tensor ic_forward(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor x, double *sldj) {
+    return fdp_invconv_forward((fdp_invconv *)l, ctx, x, sldj);
+}
+static fdp_tensor ic_inverse(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor y) {
+    return fdp_invconv_inverse((fdp_invconv *)l, ctx, y);
+}
+static fdp_tensor ic_backward(fdp_flow_layer *l, fdp_ctx *ctx, fdp_tensor dy, const float *dldj) {
+    return fdp_invconv_backward((fdp_invconv *)l, ctx, dy, dldj);
+}
+static void ic_init_values(fdp_flow_layer *l, const fdp_params *p, float *hp, float *hb, uint64_t seed) {
+    fdp_invconv_init_values((fdp_invconv *)l, p, hp, hb, seed);
+}
+static void ic_destroy(fdp_flow_layer *l) { fdp_invconv_free((fdp_invconv *)l); }
+static const fdp_flow_ops INVCONV_OPS = {.kind = "invconv", .forward = ic_forward, .inverse = ic_inverse,
+                                         .backward = ic_backward, .init_values = ic_init_values,
+                                         .destroy = ic_destroy};
+
+fdp_flow_layer *fdp_flow_invconv_create(fdp_params *p, const char *prefix, int C, int lu) {
+    fdp_invconv *l = fdp_xcalloc(1, sizeof *l);
+    fdp_flow_begin(&l->base, &INVCONV_OPS, p);
+    fdp_invconv_init(l, p, prefix, C, lu);
+    fdp_flow_end(&l->base, p);
+    return &l->base;
+}
+
+/* variant 0: plain, 1: LU */
+static fdp_flow_layer *invconv_example(fdp_params *p, int variant, int *c, int *h, int *w) {
+    *c = 4;
+    *h = 4;
+    *w = 4;
+    return fdp_flow_invconv_create(p, "layer", 4, variant);
+}
+const fdp_flow_kind fdp_flow_kind_invconv = {"invconv", 2, invconv_example, 0};
