@@ -158,7 +158,16 @@ static fdp_tensor rn_forward(fdp_condnet *n, fdp_ctx *ctx, fdp_tensor x) {
     return fdp_resnet_forward(&((resnet_net *)n)->r, ctx, x);
 }
 static void rn_backward(fdp_condnet *n, fdp_ctx *ctx, fdp_tensor dh, fdp_tensor dx, int accumulate) {
-    fdp_resnet_backward(&((resnet_net *)n)->r, ctx, dh, dx, accumulate);
+    fdp_resnet *r = &((resnet_net *)n)->r;
+    if (dx.data) {
+        fdp_resnet_backward(r, ctx, dh, dx, accumulate);
+        return;
+    }
+    /* dx not wanted (condnet.h): the ResNet always writes one, so into scratch */
+    fdp_arena_mark m = fdp_arena_get_mark(ctx->arena);
+    fdp_tensor scratch = fdp_arena_tensor(ctx->arena, r->x.n, r->x.c, r->x.h, r->x.w);
+    fdp_resnet_backward(r, ctx, dh, scratch, 0);
+    fdp_arena_reset(ctx->arena, m);
 }
 static void rn_prepare(fdp_condnet *n, fdp_ctx *ctx) { fdp_resnet_prepare(&((resnet_net *)n)->r, ctx); }
 static void rn_init_values(fdp_condnet *n, const fdp_params *p, float *hp, float *hb, uint64_t seed) {
