@@ -98,7 +98,7 @@ static step_result run_step(const shape *s, int rebuild) {
     fdp_ctx ctx = {.be = be, .arena = arena, .params = p, .training = 1, .world_size = 1,
                    .grads_ready = record_hook, .grads_ready_user = &r.hooks};
     r.nll = malloc(sizeof(double) * (size_t)N);
-    r.loss = m->forward_loss(m, &ctx, fdp_tensor_wrap(x, N, s->C, s->H, s->W, FDP_DEVICE_CPU),
+    r.loss = fdp_model_loss_xu(m, &ctx, fdp_tensor_wrap(x, N, s->C, s->H, s->W, FDP_DEVICE_CPU),
                              fdp_tensor_wrap(u, N, s->C, s->H, s->W, FDP_DEVICE_CPU), r.nll);
     /* the top latent: saved by the stored forward, kept by the rebuilt one */
     fdp_tensor z = rebuild ? g->prior->kept : g->prior->z;
