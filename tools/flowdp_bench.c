@@ -6,9 +6,11 @@
  *    times PyTorch; --rebuild: with [train] rebuild_activations' backward;
  *  - --config FILE (any model a config describes, e.g. configs/realnvp_cifar10.ini
  *    or configs/glow_cifar10.ini), run under mpiexec/srun with one rank per GPU:
- *    the trainer's step exactly (forward, backward with gradient buckets
- *    all-reduced as backward fills them — NCCL on the GPU, MPI on the CPU —,
- *    synchronized BatchNorm, clipping, the configured optimizer), and it
+ *    the trainer's step exactly, the same function fdp_run_step (flowdp/run.h)
+ *    on the same run context: dequantization noise, forward, backward with
+ *    gradient buckets all-reduced as backward fills them — NCCL on the GPU, MPI
+ *    on the CPU —, synchronized BatchNorm, the non-finite agreement, clipping,
+ *    the configured optimizer and EMA ([train] lr without its schedule), and it
  *    reports images/s per rank (= per GPU) and in total, the time per step spent
  *    in the gradient all-reduce, and peak memory (device memory with CUDA).
  *  - --data INDEX: the data loader instead: T reader threads (--readers), each
