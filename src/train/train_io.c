@@ -125,21 +125,22 @@ void trn_fill_meta(trainer *t, fdp_ckpt_meta *meta) {
 fdp_ckpt_state trn_host_state(trainer *t, float **scratch) {
     fdp_params *p = t->run.model->params;
     fdp_optimizer *o = t->run.opt;
+    fdp_backend *be = t->run.be;
     fdp_ckpt_state s = {p, p->params, p->buffers, fdp_optimizer_m(o), fdp_optimizer_v(o), fdp_optimizer_ema_weights(o)};
     *scratch = NULL;
-    if (t->run.be->dev != FDP_DEVICE_CPU) {
+    if (be->dev != FDP_DEVICE_CPU) {
         size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
         float *h = fdp_xmalloc(sizeof(float) * (4 * np + nb + 1));
-        t->run.be->to_host(t->run.be, h, p->params, sizeof(float) * np);
-        t->run.be->to_host(t->run.be, h + np, fdp_optimizer_m(t->run.opt), sizeof(float) * np);
-        t->run.be->to_host(t->run.be, h + 2 * np, fdp_optimizer_v(t->run.opt), sizeof(float) * np);
-        t->run.be->to_host(t->run.be, h + 4 * np, p->buffers, sizeof(float) * nb);
+        be->to_host(be, h, p->params, sizeof(float) * np);
+        be->to_host(be, h + np, fdp_optimizer_m(o), sizeof(float) * np);
+        be->to_host(be, h + 2 * np, fdp_optimizer_v(o), sizeof(float) * np);
+        be->to_host(be, h + 4 * np, p->buffers, sizeof(float) * nb);
         s.params = h;
         s.opt_m = h + np;
         s.opt_v = h + 2 * np;
         s.buffers = h + 4 * np;
-        if (fdp_optimizer_has_ema(t->run.opt)) {
-            t->run.be->to_host(t->run.be, h + 3 * np, fdp_optimizer_ema_weights(t->run.opt), sizeof(float) * np);
+        if (fdp_optimizer_has_ema(o)) {
+            be->to_host(be, h + 3 * np, fdp_optimizer_ema_weights(o), sizeof(float) * np);
             s.ema = h + 3 * np;
         }
         *scratch = h;
