@@ -1,8 +1,9 @@
-/* trainer.c — the training loop: sharded data, dequantization noise keyed by
- * (seed, epoch, global sample index), forward/backward, gradient all-reduce,
- * NaN/Inf agreement, clipping, Adam with warmup/decay, metrics and checkpoints
- * from rank 0, periodic test-set evaluation, signal-driven checkpoint + exit,
- * and exact resume on any number of ranks. */
+/* trainer.c — the training loop: sharded data into the step (fdp_run_step, src/train/step.c:
+ * dequantization noise keyed by (seed, epoch, global sample index), forward/backward,
+ * gradient all-reduce, NaN/Inf agreement, clipping, the optimizer), the learning-rate
+ * schedule, the non-finite policy, metrics and checkpoints from rank 0, periodic
+ * test-set evaluation, signal-driven checkpoint + exit, and exact resume on any number
+ * of ranks. Its compute is a run context (flowdp/run.h) built in setup_compute. */
 #include "flowdp/trainer.h"
 #include "trainer_internal.h"
 
@@ -32,7 +33,7 @@
 #include "flowdp/metrics.h"
 #include "flowdp/model.h"
 #include "flowdp/optim.h"
-#include "flowdp/rng.h"
+#include "flowdp/run.h"
 #include "flowdp/xxh64.h"
 
 /* ---- signals: the handler only sets a flag ---------------------------------- */
