@@ -6,9 +6,11 @@
  *    times PyTorch; --rebuild: with [train] rebuild_activations' backward;
  *  - --config FILE (any model a config describes, e.g. configs/realnvp_cifar10.ini
  *    or configs/glow_cifar10.ini), run under mpiexec/srun with one rank per GPU:
- *    the trainer's step exactly (forward, backward with gradient buckets
- *    all-reduced as backward fills them — NCCL on the GPU, MPI on the CPU —,
- *    synchronized BatchNorm, clipping, the configured optimizer), and it
+ *    the trainer's step exactly, the same function fdp_run_step (flowdp/run.h)
+ *    on the same run context: dequantization noise, forward, backward with
+ *    gradient buckets all-reduced as backward fills them — NCCL on the GPU, MPI
+ *    on the CPU —, synchronized BatchNorm, the non-finite agreement, clipping,
+ *    the configured optimizer and EMA ([train] lr without its schedule), and it
  *    reports images/s per rank (= per GPU) and in total, the time per step spent
  *    in the gradient all-reduce, and peak memory (device memory with CUDA).
  *  - --data INDEX: the data loader instead: T reader threads (--readers), each
@@ -39,6 +41,7 @@
 #include "flowdp/optim.h"
 #include "flowdp/realnvp.h"
 #include "flowdp/rng.h"
+#include "flowdp/run.h"
 
 static double now_s(void) {
     struct timespec t;
@@ -169,352 +172,220 @@ static void usage(FILE *f) {
 
 /* ---- --config mode: the trainer's step on every rank -------------------------------------- */
 
-typedef struct cfg_bench {
-    fdp_buckets *buckets;
-    const fdp_params *params;
-} cfg_bench;
-
-/* backward hook, as in the trainer: a coupling's gradients are final -> its buckets may start */
-static void bench_grads_ready(void *user, int first, int last) {
-    cfg_bench *cb = user;
-    for (int i = first; i <= last; i++)
-        if (cb->params->entries[i].kind == FDP_PARAM && cb->params->entries[i].numel > 0)
-            fdp_buckets_mark_ready(cb->buckets, i);
-    fdp_buckets_progress(cb->buckets);
-}
+/* what the command line asked for (main's parse_args) */
+typedef struct bench_opts {
+    int C, H, W, batch, scales, mid, blocks, steps, warmup, threads;
+    int in_given, batch_given, device_given, rebuild;
+    const char *device, *config_path, *data;
+    const char **sets;
+    int nsets;
+    int readers, hflip;
+    double translate;
+} bench_opts;
 
 static double median_of(double *v, int n) {
     qsort(v, (size_t)n, sizeof(double), cmp_double);
     return v[n / 2];
 }
 
-static int bench_config(const char *config_path, const char **sets, int nsets, int C, int H, int W, int batch,
-                        int steps, int warmup, int threads, const char *device) {
+/* the config file with the --set overrides, and the image shape, batch, device and threads
+ * it implies where the command line did not give them. 0, or 2 after one line from rank 0 */
+static int bench_load_config(const bench_opts *o, int rank, fdp_config *cfg, int *C, int *H, int *W, int *batch,
+                             const char **device, int *threads) {
+    fdp_err err = {{0}};
+    fdp_config_defaults(cfg);
+    int bad = fdp_config_load_file(cfg, o->config_path, &err) != 0;
+    for (int i = 0; !bad && i < o->nsets; i++) bad = fdp_config_set(cfg, o->sets[i], &err) != 0;
+    if (!bad) bad = fdp_config_validate(cfg, &err) != 0;
+    if (bad) {
+        if (rank == 0) fprintf(stderr, "flowdp-bench: %s\n", err.msg);
+        return 2;
+    }
+    fdp_log_set_level(cfg->log.level);
+    *C = o->in_given ? o->C : 0, *H = o->H, *W = o->W;
+    if (*C <= 0) { /* the image shape of the configured data */
+        if (cfg->data.format == FDP_DATA_CIFAR10) *C = 3, *H = *W = 32;
+        else if (cfg->data.format == FDP_DATA_IDX) *C = 1, *H = *W = 28;
+        else {
+            if (rank == 0)
+                fprintf(stderr, "flowdp-bench: %s: give the image shape with --in CxHxW for [data] format = hdf5\n",
+                        o->config_path);
+            return 2;
+        }
+    }
+    *batch = o->batch_given ? o->batch : cfg->train.batch_size;
+    *device = o->device_given ? o->device : cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu";
+    *threads = o->threads > 0 ? o->threads : cfg->train.threads;
+    return 0;
+}
+
+/* the run context (flowdp/run.h) the trainer builds: backend, NCCL with CUDA, model,
+ * optimizer, arena, buckets, the step's buffers. 0, or 2 after the error line(s) */
+static int bench_setup(fdp_run *r, const char *config_path, int C, int H, int W, int batch, const char *device,
+                       int threads) {
+    fdp_err err = {{0}};
+    int bad = fdp_run_backend(r, device, threads, &err) != 0;
+    if (fdp_comm_any(r->comm, bad)) {
+        if (bad) fprintf(stderr, "flowdp-bench: rank %d: %s\n", r->rank, err.msg);
+        return 2;
+    }
+    if (fdp_run_nccl(r, 0.0, &err) != 0) {
+        if (r->rank == 0) fprintf(stderr, "flowdp-bench: %s\n", err.msg);
+        return 2;
+    }
+    bad = fdp_run_model(r, C, H, W, r->cfg->train.seed, &err) != 0;
+    if (fdp_comm_any(r->comm, bad)) {
+        if (bad && r->rank == 0) fprintf(stderr, "flowdp-bench: %s: %s\n", config_path, err.msg);
+        return 2;
+    }
+    fdp_run_optimizer(r);
+    fdp_run_arena(r);
+    fdp_run_buckets(r);
+    fdp_run_step_buffers(r, batch);
+    if (r->nccl) fdp_nccl_set_timing(r->nccl, 1);
+    return 0;
+}
+
+/* what the timed steps measured */
+typedef struct bench_times {
+    double *t_step, *t_comm; /* per step: the step, the host wait in the gradient all-reduce */
+    double first_bpd, last_bpd, comm_ms;
+    int comm_count, nonfinite;
+} bench_times;
+
+/* steps training steps (fdp_run_step, as the trainer's loop runs it) on random 8-bit
+ * images, different on every rank; making the images is not timed */
+static void bench_steps(fdp_run *r, int steps, int warmup, bench_times *bt) {
+    fdp_backend *be = r->be;
+    const fdp_config *cfg = r->cfg;
+    const int batch = r->batch;
+    const int64_t D = (int64_t)r->model->C * r->model->H * r->model->W;
+    int64_t *hidx = malloc(sizeof(int64_t) * (size_t)batch);
+    float *hx = malloc(sizeof(float) * (size_t)(batch * D));
+    if (!hidx || !hx) FDP_FATAL("flowdp-bench: out of memory");
+    for (int s = 0; s < steps; s++) {
+        for (int i = 0; i < batch; i++) hidx[i] = ((int64_t)s * r->world + r->rank) * batch + i;
+        be->from_host(be, r->idx, hidx, sizeof(int64_t) * (size_t)batch);
+        fdp_philox_fill_args px = {r->x, r->idx, D, 7, 0, FDP_RNG_AUGMENT, 0};
+        be->philox_fill(be, batch * D, &px);
+        be->to_host(be, hx, r->x, sizeof(float) * (size_t)(batch * D));
+        for (int64_t j = 0; j < batch * D; j++) hx[j] = (float)(int)(hx[j] * 256.0f) / 255.0f;
+        be->from_host(be, r->x, hx, sizeof(float) * (size_t)(batch * D));
+        be->synchronize(be);
+        fdp_comm_barrier(r->comm);
+        if (s == warmup && r->nccl) (void)fdp_nccl_take_busy_ms(r->nccl, NULL); /* forget the warm-up's collectives */
+
+        /* the trainer's step: noise (seed 7), forward, backward with the buckets, the
+         * non-finite agreement, clipping, the update (EMA included); [train] lr without
+         * its schedule */
+        double t0 = now_s();
+        fdp_step_in in = {.seed = 7, .epoch = 0, .lr = (float)cfg->train.lr, .max_grad_norm = cfg->train.max_grad_norm,
+                          .skip_nonfinite = cfg->train.on_nonfinite == FDP_NONFINITE_SKIP};
+        fdp_step_out so;
+        fdp_run_step(r, &in, &so);
+        be->synchronize(be);
+        bt->t_step[s] = now_s() - t0;
+        bt->t_comm[s] = so.wait_s;
+        bt->nonfinite += so.bad;
+        double bpd = fdp_bpd(so.nll, D);
+        if (s == 0) bt->first_bpd = bpd;
+        bt->last_bpd = bpd;
+    }
+    if (r->nccl) bt->comm_ms = fdp_nccl_take_busy_ms(r->nccl, &bt->comm_count);
+    free(hx);
+    free(hidx);
+}
+
+/* the medians (the slowest rank's), the all-reduce time, memory; rank 0 prints */
+static void bench_report(fdp_run *r, int steps, int warmup, bench_times *bt) {
+    const int n = steps - warmup, world = r->world, batch = r->batch;
+    double med = median_of(bt->t_step + warmup, n), med_wait = median_of(bt->t_comm + warmup, n);
+    double slow[2] = {med, med_wait};
+    fdp_comm_allreduce_f64(r->comm, slow, 2, FDP_REDUCE_MAX); /* the slowest rank sets the pace */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss[1] = {ru.ru_maxrss / 1024.0};
+    fdp_comm_allreduce_f64(r->comm, rss, 1, FDP_REDUCE_MAX);
+    fdp_backend_mem_stats ms;
+    int have_ms = fdp_backend_memory_stats(r->be, &ms) == 0;
+    if (r->rank != 0) return;
+    printf("median step %.1f ms on rank 0, %.1f ms on the slowest rank, over %d steps after %d warm-up; "
+           "train bpd first %.4f last %.4f\n",
+           1e3 * med, 1e3 * slow[0], n, warmup, bt->first_bpd, bt->last_bpd);
+    if (bt->nonfinite > 0)
+        printf("non-finite loss or gradient in %d of %d steps on rank 0 (not applied, as [train] on_nonfinite)\n",
+               bt->nonfinite, steps);
+    if (world > 1 && r->nccl)
+        printf("gradient all-reduce: NCCL busy %.2f ms per step (%d collectives in %d steps, incl. synchronized "
+               "BatchNorm); median host wait in wait_all %.2f ms\n",
+               bt->comm_ms / n, bt->comm_count, n, 1e3 * slow[1]);
+    else if (world > 1)
+        printf("gradient all-reduce: median wait in wait_all %.2f ms per step (slowest rank; the rest overlaps "
+               "backward)\n",
+               1e3 * slow[1]);
+    if (have_ms)
+        printf("device memory: peak %.1f MiB in flowdp's allocations, pool high-water %.1f MiB used / %.1f MiB "
+               "reserved, %.1f MiB scratch; device %.0f of %.0f MiB in use now\n",
+               ms.backend_peak / 1048576.0, ms.pool_used_high / 1048576.0, ms.pool_reserved_high / 1048576.0,
+               ms.scratch_bytes / 1048576.0, (ms.device_total - ms.device_free) / 1048576.0,
+               ms.device_total / 1048576.0);
+    printf("activation arena peak %.1f MiB; total %.2f images/s over %d rank(s)\n",
+           (double)fdp_arena_peak(r->arena) / (1 << 20), world * batch / slow[0], world);
+    printf("images/s: %.2f  peak_rss_mb: %.1f\n", batch / slow[0], rss[0]);
+}
+
+static int bench_config(const bench_opts *o) {
     fdp_comm *comm = NULL;
     fdp_err err = {{0}};
     if (fdp_comm_init(NULL, NULL, &comm, &err) != 0) {
         fprintf(stderr, "flowdp-bench: %s\n", err.msg);
         return 1;
     }
-    const int rank = fdp_comm_rank(comm), world = fdp_comm_size(comm);
-    int rc = 0;
     fdp_config cfg;
-    fdp_config_defaults(&cfg);
-    int bad = fdp_config_load_file(&cfg, config_path, &err) != 0;
-    for (int i = 0; !bad && i < nsets; i++) bad = fdp_config_set(&cfg, sets[i], &err) != 0;
-    if (!bad) bad = fdp_config_validate(&cfg, &err) != 0;
-    if (bad) {
-        if (rank == 0) fprintf(stderr, "flowdp-bench: %s\n", err.msg);
-        fdp_config_free(&cfg);
-        fdp_comm_finalize(comm);
-        return 2;
+    int C, H, W, batch, threads;
+    const char *device;
+    int rc = bench_load_config(o, fdp_comm_rank(comm), &cfg, &C, &H, &W, &batch, &device, &threads);
+    fdp_run r;
+    fdp_run_init(&r, &cfg, comm);
+    if (rc == 0) rc = bench_setup(&r, o->config_path, C, H, W, batch, device, threads);
+    if (rc == 0) {
+        bench_times bt = {.t_step = calloc((size_t)o->steps, sizeof(double)),
+                          .t_comm = calloc((size_t)o->steps, sizeof(double))};
+        if (!bt.t_step || !bt.t_comm) FDP_FATAL("flowdp-bench: out of memory");
+        if (r.rank == 0)
+            printf("flowdp-bench: %s (%s) %dx%dx%d, %lld parameters, %d rank(s) x batch %d, %s, %d thread(s) per "
+                   "rank, gradient all-reduce via %s\n",
+                   o->config_path, r.model->type, C, H, W, (long long)r.model->params->n_params, r.world, batch,
+                   r.be->name, r.be->num_threads, r.world == 1 ? "nothing (1 rank)" : r.nccl ? "NCCL" : "MPI");
+        bench_steps(&r, o->steps, o->warmup, &bt);
+        bench_report(&r, o->steps, o->warmup, &bt);
+        free(bt.t_step);
+        free(bt.t_comm);
     }
-    fdp_log_set_level(cfg.log.level);
-    if (C <= 0) { /* the image shape of the configured data */
-        if (cfg.data.format == FDP_DATA_CIFAR10) C = 3, H = W = 32;
-        else if (cfg.data.format == FDP_DATA_IDX) C = 1, H = W = 28;
-        else {
-            if (rank == 0) fprintf(stderr, "flowdp-bench: %s: give the image shape with --in CxHxW for [data] format = hdf5\n", config_path);
-            fdp_config_free(&cfg);
-            fdp_comm_finalize(comm);
-            return 2;
-        }
-    }
-    if (batch <= 0) batch = cfg.train.batch_size;
-    if (!device) device = cfg.train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu";
-    if (threads <= 0) threads = cfg.train.threads;
-    const int cuda = strncmp(device, "cuda", 4) == 0;
-
-    fdp_backend *be = fdp_backend_create(device, threads, &err);
-    bad = be == NULL;
-    if (fdp_comm_any(comm, bad)) {
-        if (bad) fprintf(stderr, "flowdp-bench: rank %d: %s\n", rank, err.msg);
-        if (be) fdp_backend_destroy(be);
-        fdp_config_free(&cfg);
-        fdp_comm_finalize(comm);
-        return 2;
-    }
-    fdp_nccl *nc = NULL;
-    if (cuda && fdp_nccl_create(comm, be, &nc, &err) != 0) {
-        if (rank == 0) fprintf(stderr, "flowdp-bench: %s\n", err.msg);
-        fdp_backend_destroy(be);
-        fdp_config_free(&cfg);
-        fdp_comm_finalize(comm);
-        return 2;
-    }
-    fdp_model *m = NULL;
-    bad = fdp_model_create(&cfg, C, H, W, be, cfg.train.seed, &m, &err) != 0;
-    if (fdp_comm_any(comm, bad)) {
-        if (bad && rank == 0) fprintf(stderr, "flowdp-bench: %s: %s\n", config_path, err.msg);
-        fdp_nccl_destroy(nc);
-        fdp_backend_destroy(be);
-        fdp_config_free(&cfg);
-        fdp_comm_finalize(comm);
-        return 2;
-    }
-    fdp_params *p = m->params;
-    const int adamax = cfg.train.optimizer == FDP_OPT_ADAMAX;
-    fdp_adam opt;
-    fdp_adamax optx;
-    if (adamax)
-        fdp_adamax_init(&optx, p, (float)cfg.train.adam_beta1, (float)cfg.train.adam_beta2, (float)cfg.train.adam_eps,
-                        (float)cfg.train.weight_decay);
-    else
-        fdp_adam_init(&opt, p, (float)cfg.train.adam_beta1, (float)cfg.train.adam_beta2, (float)cfg.train.adam_eps,
-                      (float)cfg.train.weight_decay);
-    fdp_arena *arena = fdp_arena_create(64u << 20, be->arena_alloc, be->arena_free, be, be->dev);
-    fdp_buckets *buckets = fdp_buckets_create(comm, p, cfg.train.bucket_mb);
-    if (nc) fdp_buckets_use_nccl(buckets, nc);
-    cfg_bench cb = {buckets, p};
-    fdp_ctx ctx = {.be = be, .arena = arena, .params = p, .training = 1, .world_size = world};
-    fdp_dequant *dq = NULL;
-    FDP_CHECK(fdp_dequant_create(&cfg, m, &dq, &err) == 0, "%s", err.msg);
-    if (world > 1) {
-        ctx.allreduce_f64 = nc ? fdp_nccl_allreduce_f64_sum_hook : fdp_comm_allreduce_f64_sum_hook;
-        ctx.comm = nc ? (void *)nc : (void *)comm;
-        ctx.grads_ready = bench_grads_ready;
-        ctx.grads_ready_user = &cb;
-    }
-    if (nc) fdp_nccl_set_timing(nc, 1);
-
-    const int64_t D = (int64_t)C * H * W;
-    float *x = be->alloc(be, sizeof(float) * (size_t)(batch * D));
-    float *u = be->alloc(be, sizeof(float) * (size_t)(batch * D));
-    int64_t *idx = be->alloc(be, sizeof(int64_t) * (size_t)batch);
-    int64_t *hidx = malloc(sizeof(int64_t) * (size_t)batch);
-    float *hx = malloc(sizeof(float) * (size_t)(batch * D));
-    double *t_step = calloc((size_t)steps, sizeof(double)), *t_comm = calloc((size_t)steps, sizeof(double));
-    if (!hidx || !hx || !t_step || !t_comm) FDP_FATAL("flowdp-bench: out of memory");
-    if (rank == 0)
-        printf("flowdp-bench: %s (%s) %dx%dx%d, %lld parameters, %d rank(s) x batch %d, %s, %d thread(s) per rank, "
-               "gradient all-reduce via %s\n",
-               config_path, m->type, C, H, W, (long long)p->n_params, world, batch, be->name, be->num_threads,
-               world == 1 ? "nothing (1 rank)" : nc ? "NCCL" : "MPI");
-    double comm_ms = 0.0, first_bpd = 0.0, last_bpd = 0.0;
-    int comm_count = 0;
-    for (int s = 0; s < steps; s++) {
-        /* random 8-bit images (different on every rank) and dequantization noise, not timed */
-        for (int i = 0; i < batch; i++) hidx[i] = ((int64_t)s * world + rank) * batch + i;
-        be->from_host(be, idx, hidx, sizeof(int64_t) * (size_t)batch);
-        fdp_philox_fill_args px = {x, idx, D, 7, 0, FDP_RNG_AUGMENT, 0};
-        be->philox_fill(be, batch * D, &px);
-        be->to_host(be, hx, x, sizeof(float) * (size_t)(batch * D));
-        for (int64_t j = 0; j < batch * D; j++) hx[j] = (float)(int)(hx[j] * 256.0f) / 255.0f;
-        be->from_host(be, x, hx, sizeof(float) * (size_t)(batch * D));
-        fdp_dequant_key key = {7, 0, FDP_RNG_DEQUANT, idx};
-        dq->ops->apply(dq, &ctx, fdp_tensor_wrap(x, batch, C, H, W, be->dev), &key,
-                       fdp_tensor_wrap(u, batch, C, H, W, be->dev), NULL);
-        be->synchronize(be);
-        fdp_comm_barrier(comm);
-        if (s == warmup && nc) (void)fdp_nccl_take_busy_ms(nc, NULL); /* forget the warm-up's collectives */
-
-        double t0 = now_s();
-        fdp_arena_reset_all(arena);
-        double nll = m->forward_loss(m, &ctx, fdp_tensor_wrap(u, batch, C, H, W, be->dev), NULL);
-        fdp_buckets_begin_step(buckets);
-        m->backward(m, &ctx, 1.0f);
-        fdp_buckets_wait_all(buckets, 1.0f / (float)world);
-        double gn = fdp_grad_global_norm(p);
-        float clip = fdp_clip_factor(gn, cfg.train.max_grad_norm);
-        if (adamax)
-            fdp_adamax_step(&optx, p, (float)cfg.train.lr, clip);
-        else
-            fdp_adam_step(&opt, p, (float)cfg.train.lr, clip);
-        be->synchronize(be);
-        t_step[s] = now_s() - t0;
-        t_comm[s] = fdp_buckets_last_wait_s(buckets);
-        double bpd = fdp_bpd(nll, D);
-        if (s == 0) first_bpd = bpd;
-        last_bpd = bpd;
-    }
-    if (nc) comm_ms = fdp_nccl_take_busy_ms(nc, &comm_count);
-    const int n = steps - warmup;
-    double med = median_of(t_step + warmup, n), med_wait = median_of(t_comm + warmup, n);
-    double slow[2] = {med, med_wait};
-    fdp_comm_allreduce_f64(comm, slow, 2, FDP_REDUCE_MAX); /* the slowest rank sets the pace */
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double rss[1] = {ru.ru_maxrss / 1024.0};
-    fdp_comm_allreduce_f64(comm, rss, 1, FDP_REDUCE_MAX);
-    fdp_backend_mem_stats ms;
-    int have_ms = fdp_backend_memory_stats(be, &ms) == 0;
-    if (rank == 0) {
-        printf("median step %.1f ms on rank 0, %.1f ms on the slowest rank, over %d steps after %d warm-up; "
-               "train bpd first %.4f last %.4f\n",
-               1e3 * med, 1e3 * slow[0], n, warmup, first_bpd, last_bpd);
-        if (world > 1 && nc)
-            printf("gradient all-reduce: NCCL busy %.2f ms per step (%d collectives in %d steps, incl. synchronized "
-                   "BatchNorm); median host wait in wait_all %.2f ms\n",
-                   comm_ms / n, comm_count, n, 1e3 * slow[1]);
-        else if (world > 1)
-            printf("gradient all-reduce: median wait in wait_all %.2f ms per step (slowest rank; the rest overlaps "
-                   "backward)\n",
-                   1e3 * slow[1]);
-        if (have_ms)
-            printf("device memory: peak %.1f MiB in flowdp's allocations, pool high-water %.1f MiB used / %.1f MiB "
-                   "reserved, %.1f MiB scratch; device %.0f of %.0f MiB in use now\n",
-                   ms.backend_peak / 1048576.0, ms.pool_used_high / 1048576.0, ms.pool_reserved_high / 1048576.0,
-                   ms.scratch_bytes / 1048576.0, (ms.device_total - ms.device_free) / 1048576.0,
-                   ms.device_total / 1048576.0);
-        printf("activation arena peak %.1f MiB; total %.2f images/s over %d rank(s)\n",
-               (double)fdp_arena_peak(arena) / (1 << 20), world * batch / slow[0], world);
-        printf("images/s: %.2f  peak_rss_mb: %.1f\n", batch / slow[0], rss[0]);
-    }
-    free(t_step);
-    free(t_comm);
-    free(hx);
-    free(hidx);
-    be->free(be, x);
-    be->free(be, u);
-    be->free(be, idx);
-    fdp_buckets_destroy(buckets);
-    fdp_arena_destroy(arena);
-    if (adamax)
-        fdp_adamax_free(&optx);
-    else
-        fdp_adam_free(&opt);
-    fdp_dequant_destroy(dq);
-    fdp_model_destroy(m);
-    fdp_nccl_destroy(nc);
-    fdp_backend_destroy(be);
+    fdp_run_free(&r);
     fdp_config_free(&cfg);
     fdp_comm_finalize(comm);
     return rc;
 }
 
-/* an integer option within [lo, hi], else one line naming it and exit 2 */
-#define INT_OPT(var, name, lo, hi)                                                                              \
-    do {                                                                                                        \
-        long long v_;                                                                                           \
-        if (fdp_cli_int(optarg, lo, hi, &v_) != 0) {                                                            \
-            fprintf(stderr, "flowdp-bench: %s %s: expected an integer from %lld to %lld\n", name, optarg,        \
-                    (long long)(lo), (long long)(hi));                                                          \
-            free(sets);                                                                                         \
-            return 2;                                                                                           \
-        }                                                                                                       \
-        var = (int)v_;                                                                                          \
-    } while (0)
-
-int main(int argc, char **argv) {
-    fdp_log_set_prog("flowdp-bench");
-    int C = 1, H = 28, W = 28, batch = 64, scales = 2, mid = 32, blocks = 2, steps = 30, warmup = 3, threads = 0;
-    int in_given = 0, batch_given = 0, device_given = 0, rebuild = 0;
-    const char *device = "cpu", *config_path = NULL;
-    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    int nsets = 0;
-    const char *data = NULL;
-    int readers = 1, hflip = 0;
-    double translate = 0.0;
-    static struct option opts[] = {{"in", required_argument, 0, 'i'},      {"batch", required_argument, 0, 'b'},
-                                   {"scales", required_argument, 0, 's'},  {"mid", required_argument, 0, 'm'},
-                                   {"blocks", required_argument, 0, 'k'},  {"steps", required_argument, 0, 'n'},
-                                   {"warmup", required_argument, 0, 'w'},  {"threads", required_argument, 0, 't'},
-                                   {"device", required_argument, 0, 'd'},  {"config", required_argument, 0, 'c'},
-                                   {"set", required_argument, 0, 'S'},     {"help", no_argument, 0, 'h'},
-                                   {"rebuild", no_argument, 0, 'r'},       {"data", required_argument, 0, 'D'},
-                                   {"readers", required_argument, 0, 'R'}, {"hflip", no_argument, 0, 'F'},
-                                   {"translate", required_argument, 0, 'X'}, {0, 0, 0, 0}};
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'i':
-            if (sscanf(optarg, "%dx%dx%d", &C, &H, &W) != 3 || C < 1 || H < 1 || W < 1 || C > 64 || H > 4096 ||
-                W > 4096) {
-                fprintf(stderr, "flowdp-bench: --in %s: expected CxHxW with C 1..64 and H, W 1..4096, e.g. 1x28x28\n",
-                        optarg);
-                free(sets);
-                return 2;
-            }
-            in_given = 1;
-            break;
-        case 'c': config_path = optarg; break;
-        case 'S': sets[nsets++] = optarg; break;
-        case 'b': INT_OPT(batch, "--batch", 1, 65536); batch_given = 1; break;
-        case 's': INT_OPT(scales, "--scales", 1, 16); break;
-        case 'm': INT_OPT(mid, "--mid", 1, 4096); break;
-        case 'k': INT_OPT(blocks, "--blocks", 1, 256); break;
-        case 'n': INT_OPT(steps, "--steps", 1, 1000000); break;
-        case 'w': INT_OPT(warmup, "--warmup", 0, 1000000); break;
-        case 't': INT_OPT(threads, "--threads", 0, 1024); break;
-        case 'd': device = optarg; device_given = 1; break;
-        case 'r': rebuild = 1; break;
-        case 'D': data = optarg; break;
-        case 'R': INT_OPT(readers, "--readers", 1, 256); break;
-        case 'F': hflip = 1; break;
-        case 'X':
-            if (fdp_cli_double(optarg, 0.0, 0.5, &translate) != 0) {
-                fprintf(stderr, "flowdp-bench: --translate %s: expected a number from 0 to 0.5\n", optarg);
-                free(sets);
-                return 2;
-            }
-            break;
-        case 'h': usage(stdout); free(sets); return 0;
-        default: {
-            char buf[8];
-            fprintf(stderr, "flowdp-bench: unknown or incomplete option '%s' (see --help)\n",
-                    fdp_cli_bad_option(argv, buf, sizeof buf));
-            free(sets);
-            return 2;
-        }
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "flowdp-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
-        free(sets);
-        return 2;
-    }
-    if (data) {
-        free(sets);
-        if (config_path) {
-            fprintf(stderr, "flowdp-bench: --data and --config are separate modes (see --help)\n");
-            return 2;
-        }
-        return bench_data(data, readers, batch, steps, hflip, translate);
-    }
-    if (in_given && (int64_t)batch * C * H * W > ((int64_t)1 << 28)) {
-        fprintf(stderr, "flowdp-bench: --in %dx%dx%d with --batch %d: %lld values per image batch, more than 2^28 "
-                        "(a smaller batch or image)\n", C, H, W, batch, (long long)batch * C * H * W);
-        free(sets);
-        return 2;
-    }
-    if (warmup >= steps) {
-        fprintf(stderr, "flowdp-bench: --warmup %d: must be below --steps %d\n", warmup, steps);
-        free(sets);
-        return 2;
-    }
-    if (config_path && rebuild) {
-        fprintf(stderr, "flowdp-bench: --rebuild is for the flags mode; with --config use --set train.rebuild_activations=true\n");
-        free(sets);
-        return 2;
-    }
-    if (config_path) {
-        int rc = bench_config(config_path, sets, nsets, in_given ? C : 0, H, W, batch_given ? batch : 0, steps, warmup,
-                              threads, device_given ? device : NULL);
-        free(sets);
-        return rc;
-    }
-    if (nsets > 0) {
-        fprintf(stderr, "flowdp-bench: --set needs --config\n");
-        free(sets);
-        return 2;
-    }
-    free(sets);
+/* ---- flags mode: one process, a RealNVP built from the flags, phases timed apart ------------ */
+static int bench_flags(const bench_opts *o) {
+    const int C = o->C, H = o->H, W = o->W, batch = o->batch, steps = o->steps, warmup = o->warmup;
     fdp_err err = {{0}};
-    fdp_backend *be = fdp_backend_create(device, threads, &err);
+    fdp_backend *be = fdp_backend_create(o->device, o->threads, &err);
     if (!be) {
         fprintf(stderr, "flowdp-bench: %s\n", err.msg);
         return 2;
     }
     fdp_realnvp m;
-    if (fdp_realnvp_build(&m, C, H, W, scales, mid, blocks, &err) != 0) {
+    if (fdp_realnvp_build(&m, C, H, W, o->scales, o->mid, o->blocks, &err) != 0) {
         fprintf(stderr, "flowdp-bench: %s\n", err.msg);
         return 2;
     }
     fdp_realnvp_alloc_init(&m, be, 0);
-    m.rebuild_activations = rebuild;
-    fdp_adam opt;
-    fdp_adam_init(&opt, &m.params, 0.9f, 0.999f, 1e-8f, 0.0f);
+    m.rebuild_activations = o->rebuild;
+    fdp_optim_hparams hp = {.kind = FDP_OPT_ADAM, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0};
+    fdp_optimizer *opt = fdp_optimizer_create(&hp, &m.params);
     fdp_arena *arena = fdp_arena_create(256u << 20, be->arena_alloc, be->arena_free, be, be->dev);
     fdp_ctx ctx = {.be = be, .arena = arena, .params = &m.params, .training = 1, .world_size = 1};
     fdp_dequant *dq = fdp_dequant_uniform_create(256, 0); /* the notebook's */
@@ -527,8 +398,8 @@ int main(int argc, char **argv) {
            *t_bwd = calloc((size_t)steps, sizeof(double)), *t_opt = calloc((size_t)steps, sizeof(double));
     printf("flowdp-bench: RealNVP %dx%dx%d scales %d mid %d blocks %d, %lld parameters, batch %d, %d threads, %s, "
            "activations %s\n",
-           C, H, W, scales, mid, blocks, (long long)m.params.n_params, batch, be->num_threads, be->name,
-           rebuild ? "rebuilt in backward" : "stored");
+           C, H, W, o->scales, o->mid, o->blocks, (long long)m.params.n_params, batch, be->num_threads, be->name,
+           o->rebuild ? "rebuilt in backward" : "stored");
     double first_bpd = 0.0, last_bpd = 0.0;
     for (int s = 0; s < steps; s++) {
         /* random 8-bit images and dequantization noise (not timed) */
@@ -554,7 +425,7 @@ int main(int argc, char **argv) {
         be->synchronize(be);
         double t2 = now_s();
         double gn = fdp_grad_global_norm(&m.params);
-        fdp_adam_step(&opt, &m.params, 1e-3f, fdp_clip_factor(gn, 100.0));
+        fdp_optimizer_step(opt, 1e-3f, fdp_clip_factor(gn, 100.0));
         be->synchronize(be);
         double t3 = now_s();
         t_step[s] = t3 - t0;
@@ -582,9 +453,124 @@ int main(int argc, char **argv) {
     be->free(be, u);
     be->free(be, idx);
     fdp_arena_destroy(arena);
-    fdp_adam_free(&opt);
+    fdp_optimizer_free(opt);
     fdp_dequant_destroy(dq);
     fdp_realnvp_free(&m);
     fdp_backend_destroy(be);
     return 0;
+}
+
+/* an integer option within [lo, hi], else one line naming it and exit 2 */
+#define INT_OPT(var, name, lo, hi)                                                                              \
+    do {                                                                                                        \
+        long long v_;                                                                                           \
+        if (fdp_cli_int(optarg, lo, hi, &v_) != 0) {                                                            \
+            fprintf(stderr, "flowdp-bench: %s %s: expected an integer from %lld to %lld\n", name, optarg,        \
+                    (long long)(lo), (long long)(hi));                                                          \
+            return 2;                                                                                           \
+        }                                                                                                       \
+        var = (int)v_;                                                                                          \
+    } while (0)
+
+/* the options into *o; -1 to go on, else the exit code (after the message or --help) */
+static int parse_args(int argc, char **argv, bench_opts *o) {
+    static struct option opts[] = {{"in", required_argument, 0, 'i'},      {"batch", required_argument, 0, 'b'},
+                                   {"scales", required_argument, 0, 's'},  {"mid", required_argument, 0, 'm'},
+                                   {"blocks", required_argument, 0, 'k'},  {"steps", required_argument, 0, 'n'},
+                                   {"warmup", required_argument, 0, 'w'},  {"threads", required_argument, 0, 't'},
+                                   {"device", required_argument, 0, 'd'},  {"config", required_argument, 0, 'c'},
+                                   {"set", required_argument, 0, 'S'},     {"help", no_argument, 0, 'h'},
+                                   {"rebuild", no_argument, 0, 'r'},       {"data", required_argument, 0, 'D'},
+                                   {"readers", required_argument, 0, 'R'}, {"hflip", no_argument, 0, 'F'},
+                                   {"translate", required_argument, 0, 'X'}, {0, 0, 0, 0}};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'i':
+            if (sscanf(optarg, "%dx%dx%d", &o->C, &o->H, &o->W) != 3 || o->C < 1 || o->H < 1 || o->W < 1 ||
+                o->C > 64 || o->H > 4096 || o->W > 4096) {
+                fprintf(stderr, "flowdp-bench: --in %s: expected CxHxW with C 1..64 and H, W 1..4096, e.g. 1x28x28\n",
+                        optarg);
+                return 2;
+            }
+            o->in_given = 1;
+            break;
+        case 'c': o->config_path = optarg; break;
+        case 'S': o->sets[o->nsets++] = optarg; break;
+        case 'b': INT_OPT(o->batch, "--batch", 1, 65536); o->batch_given = 1; break;
+        case 's': INT_OPT(o->scales, "--scales", 1, 16); break;
+        case 'm': INT_OPT(o->mid, "--mid", 1, 4096); break;
+        case 'k': INT_OPT(o->blocks, "--blocks", 1, 256); break;
+        case 'n': INT_OPT(o->steps, "--steps", 1, 1000000); break;
+        case 'w': INT_OPT(o->warmup, "--warmup", 0, 1000000); break;
+        case 't': INT_OPT(o->threads, "--threads", 0, 1024); break;
+        case 'd': o->device = optarg; o->device_given = 1; break;
+        case 'r': o->rebuild = 1; break;
+        case 'D': o->data = optarg; break;
+        case 'R': INT_OPT(o->readers, "--readers", 1, 256); break;
+        case 'F': o->hflip = 1; break;
+        case 'X':
+            if (fdp_cli_double(optarg, 0.0, 0.5, &o->translate) != 0) {
+                fprintf(stderr, "flowdp-bench: --translate %s: expected a number from 0 to 0.5\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: {
+            char buf[8];
+            fprintf(stderr, "flowdp-bench: unknown or incomplete option '%s' (see --help)\n",
+                    fdp_cli_bad_option(argv, buf, sizeof buf));
+            return 2;
+        }
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "flowdp-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    return -1;
+}
+
+/* the checks between the options (after --data, which takes its own); -1 to go on, else 2 */
+static int check_args(const bench_opts *o) {
+    if (o->in_given && (int64_t)o->batch * o->C * o->H * o->W > ((int64_t)1 << 28)) {
+        fprintf(stderr, "flowdp-bench: --in %dx%dx%d with --batch %d: %lld values per image batch, more than 2^28 "
+                        "(a smaller batch or image)\n",
+                o->C, o->H, o->W, o->batch, (long long)o->batch * o->C * o->H * o->W);
+        return 2;
+    }
+    if (o->warmup >= o->steps) {
+        fprintf(stderr, "flowdp-bench: --warmup %d: must be below --steps %d\n", o->warmup, o->steps);
+        return 2;
+    }
+    if (o->config_path && o->rebuild) {
+        fprintf(stderr, "flowdp-bench: --rebuild is for the flags mode; with --config use --set train.rebuild_activations=true\n");
+        return 2;
+    }
+    if (!o->config_path && o->nsets > 0) {
+        fprintf(stderr, "flowdp-bench: --set needs --config\n");
+        return 2;
+    }
+    return -1;
+}
+
+int main(int argc, char **argv) {
+    fdp_log_set_prog("flowdp-bench");
+    bench_opts o = {.C = 1, .H = 28, .W = 28, .batch = 64, .scales = 2, .mid = 32, .blocks = 2, .steps = 30,
+                    .warmup = 3, .threads = 0, .device = "cpu", .readers = 1};
+    o.sets = calloc((size_t)argc + 1, sizeof *o.sets);
+    int rc = parse_args(argc, argv, &o);
+    if (rc < 0 && o.data) {
+        if (o.config_path) {
+            fprintf(stderr, "flowdp-bench: --data and --config are separate modes (see --help)\n");
+            rc = 2;
+        } else {
+            rc = bench_data(o.data, o.readers, o.batch, o.steps, o.hflip, o.translate);
+        }
+    }
+    if (rc < 0) rc = check_args(&o);
+    if (rc < 0) rc = o.config_path ? bench_config(&o) : bench_flags(&o);
+    free(o.sets);
+    return rc;
 }

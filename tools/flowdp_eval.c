@@ -19,6 +19,7 @@
 #include "flowdp/log.h"
 #include "flowdp/model_io.h"
 #include "flowdp/outpath.h"
+#include "flowdp/run.h"
 
 /* a non-negative decimal integer up to max, or -1 */
 static long long parse_count(const char *s, long long max) {
@@ -233,19 +234,19 @@ static int open_data(fdp_comm *comm, const eval_opts *o, const fdp_model *m, fdp
 }
 
 /* evaluate, reduce, report; returns the exit code (agreed by every rank) */
-static int run_eval(fdp_comm *comm, const eval_opts *o, fdp_model *m, fdp_backend *be, fdp_source *ds,
-                    const fdp_ckpt_meta *meta) {
-    int rank = fdp_comm_rank(comm), world = fdp_comm_size(comm);
+static int run_eval(fdp_run *run, const eval_opts *o, fdp_source *ds, const fdp_ckpt_meta *meta) {
+    fdp_comm *comm = run->comm;
+    fdp_model *m = run->model;
+    int rank = run->rank, world = run->world;
     fdp_err err = {{0}};
     int64_t b, e;
     fdp_eval_range(ds->n, rank, world, &b, &e);
-    fdp_arena *arena = fdp_arena_create(64u << 20, be->arena_alloc, be->arena_free, be, be->dev);
+    fdp_run_arena(run);
     fdp_eval_sums s = {0, 0, 0, 0};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int bad = fdp_evaluate_range(m, be, arena, ds, b, e, o->batch, 2, o->seed, o->draws, &s, &err) != 0;
+    int bad = fdp_evaluate_range(m, run->be, run->arena, ds, b, e, o->batch, 2, o->seed, o->draws, &s, &err) != 0;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    fdp_arena_destroy(arena);
     if (agree_fail(comm, bad, err.msg)) return 2;
     double v[4] = {s.nll, s.bpd, s.bpd_sq, s.count};
     fdp_comm_allreduce_f64(comm, v, 4, FDP_REDUCE_SUM);
@@ -286,21 +287,22 @@ int main(int argc, char **argv) {
     fdp_out_input in[2] = {{o.ckpt, "the input checkpoint"}, {o.data, "the test set"}};
     int bad = rank == 0 && o.json && fdp_out_check("--json", o.json, FDP_OUT_JSON, o.force, in, 2, &err) != 0;
     if (agree_fail(comm, bad, err.msg)) goto done;
-    fdp_backend *be = fdp_backend_create(o.device, o.threads, &err);
-    if (agree_fail(comm, !be, err.msg)) {
-        if (be) fdp_backend_destroy(be);
+    /* the run context (flowdp/run.h) of an evaluation: the backend, the checkpoint's model, the arena */
+    fdp_run run;
+    fdp_run_init(&run, NULL, comm);
+    bad = fdp_run_backend(&run, o.device, o.threads, &err) != 0;
+    if (agree_fail(comm, bad, err.msg)) {
+        fdp_run_free(&run);
         goto done;
     }
     fdp_model *m = NULL;
     fdp_config cfg;
     fdp_ckpt_meta meta;
-    bad = fdp_model_from_checkpoint(o.ckpt, be, o.use_ema, &m, &cfg, &meta, &err) != 0;
+    bad = fdp_model_from_checkpoint(o.ckpt, run.be, o.use_ema, &m, &cfg, &meta, &err) != 0;
+    if (!bad) fdp_run_adopt_model(&run, m);
     if (agree_fail(comm, bad, err.msg)) {
-        if (!bad) {
-            fdp_config_free(&cfg);
-            fdp_model_destroy(m);
-        }
-        fdp_backend_destroy(be);
+        if (!bad) fdp_config_free(&cfg);
+        fdp_run_free(&run);
         goto done;
     }
     if (!o.format)
@@ -313,13 +315,12 @@ int main(int argc, char **argv) {
     fdp_source ds;
     memset(&ds, 0, sizeof ds);
     if (!agree_fail(comm, bad, err.msg) && (rc = open_data(comm, &o, m, &ds, &err)) == 0)
-        rc = run_eval(comm, &o, m, be, &ds, &meta);
+        rc = run_eval(&run, &o, &ds, &meta);
     else
         rc = 2;
     fdp_source_close(&ds);
     fdp_config_free(&cfg);
-    fdp_model_destroy(m);
-    fdp_backend_destroy(be);
+    fdp_run_free(&run);
 done:
     fdp_comm_finalize(comm);
     return rc;

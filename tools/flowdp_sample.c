@@ -17,6 +17,7 @@
 #include "flowdp/outpath.h"
 #include "flowdp/png.h"
 #include "flowdp/rng.h"
+#include "flowdp/run.h"
 
 /* a non-negative decimal integer up to max, or -1 */
 static long long parse_count(const char *s, long long max) {
@@ -139,10 +140,12 @@ static long long count_nonfinite(const float *x, long long count, int64_t D) {
 }
 
 /* nt x n samples into grid (temperature-major) */
-static void draw_samples(fdp_model *m, fdp_backend *be, const sample_opts *o, float *grid) {
+static void draw_samples(fdp_run *r, const sample_opts *o, float *grid) {
+    fdp_model *m = r->model;
+    fdp_backend *be = r->be;
+    fdp_arena *arena = r->arena;
     int n = o->n;
     int64_t D = (int64_t)m->C * m->H * m->W;
-    fdp_arena *arena = fdp_arena_create(64u << 20, be->arena_alloc, be->arena_free, be, be->dev);
     fdp_ctx ctx = {.be = be, .arena = arena, .params = m->params, .training = 0, .world_size = 1, .no_grad = 1};
     int64_t *hidx = fdp_xmalloc(sizeof(int64_t) * (size_t)n);
     for (int j = 0; j < n; j++) hidx[j] = j;
@@ -157,7 +160,6 @@ static void draw_samples(fdp_model *m, fdp_backend *be, const sample_opts *o, fl
         be->to_host(be, grid + (size_t)r * n * D, x.data, sizeof(float) * (size_t)(n * D));
     }
     free(hidx);
-    fdp_arena_destroy(arena);
 }
 
 int main(int argc, char **argv) {
@@ -175,21 +177,25 @@ int main(int argc, char **argv) {
         fprintf(stderr, "flowdp-sample: %s\n", err.msg);
         return 2;
     }
-    fdp_backend *be = fdp_backend_create(o.device, o.threads, &err);
-    if (!be) {
+    /* the run context (flowdp/run.h) of sampling: one process, the backend, the checkpoint's model, the arena */
+    fdp_run run;
+    fdp_run_init(&run, NULL, NULL);
+    if (fdp_run_backend(&run, o.device, o.threads, &err) != 0) {
         fprintf(stderr, "flowdp-sample: %s\n", err.msg);
         return 2;
     }
     fdp_model *m = NULL;
     fdp_ckpt_meta meta;
-    if (fdp_model_from_checkpoint(o.ckpt, be, o.use_ema, &m, NULL, &meta, &err) != 0) {
+    if (fdp_model_from_checkpoint(o.ckpt, run.be, o.use_ema, &m, NULL, &meta, &err) != 0) {
         fprintf(stderr, "flowdp-sample: %s\n", err.msg);
-        fdp_backend_destroy(be);
+        fdp_run_free(&run);
         return 2;
     }
+    fdp_run_adopt_model(&run, m);
+    fdp_run_arena(&run);
     int64_t D = (int64_t)m->C * m->H * m->W;
     float *grid = fdp_xmalloc(sizeof(float) * (size_t)o.nt * (size_t)o.n * (size_t)D);
-    draw_samples(m, be, &o, grid);
+    draw_samples(&run, &o, grid);
     long long total = (long long)o.nt * o.n, bad = count_nonfinite(grid, total, D);
     if (bad > 0)
         fdp_warn("%lld of %lld samples have NaN or Inf pixels (NaN drawn black): the model in %s is not sound", bad,
@@ -204,7 +210,6 @@ int main(int argc, char **argv) {
                (long long)meta.step, o.n, o.nt, o.out);
     }
     free(grid);
-    fdp_model_destroy(m);
-    fdp_backend_destroy(be);
+    fdp_run_free(&run);
     return rc;
 }

@@ -1,4 +1,6 @@
-/* optim.h — the optimizer pieces: global-norm gradient clipping, Adam
+/* optim.h — the optimizer object fdp_optimizer (below: the configured Adam or Adamax and
+ * the optional EMA weights behind one interface; what the trainer and flowdp-bench use),
+ * the learning-rate schedule, and the pieces it is made of: global-norm gradient clipping, Adam
  * (PyTorch 1.13 semantics: L2 weight decay added to the gradient, bias
  * correction), Adamax and EMA (Polyak) weights (below), with weight decay
  * applied only to the parameters flagged FDP_PFLAG_WEIGHT_DECAY (the
@@ -8,6 +10,7 @@
 #define FLOWDP_OPTIM_H
 #include <stdint.h>
 
+#include "flowdp/config.h"
 #include "flowdp/params.h"
 
 typedef struct fdp_adam {
@@ -71,5 +74,42 @@ void fdp_ema_update(fdp_ema *e, const fdp_params *p);
 void fdp_ema_swap(fdp_ema *e, fdp_params *p);
 /* dst (n_params, backend memory) = the EMA weights */
 void fdp_ema_copy_to(const fdp_ema *e, float *dst);
+
+/* ---- the optimizer object: Adam or Adamax, and EMA weights when asked ----------------
+ * One object instead of a switch over the optimizer kind in each caller. It keeps the
+ * parameters it was made for; fdp_optimizer_step is the kind's step (above) followed by
+ * fdp_ema_update when EMA is on, exactly what the trainer did before it existed. */
+typedef struct fdp_optim_hparams {
+    fdp_optimizer_kind kind;                  /* FDP_OPT_ADAM | FDP_OPT_ADAMAX */
+    double beta1, beta2, eps, weight_decay;   /* used as float, as the low-level inits take them */
+    double ema;                               /* EMA decay; <= 0: no EMA weights */
+} fdp_optim_hparams;
+typedef struct fdp_optimizer fdp_optimizer;
+
+/* [train] optimizer, adam_beta1, adam_beta2, adam_eps, weight_decay, ema */
+fdp_optim_hparams fdp_optim_hparams_from_config(const fdp_config *cfg);
+/* moments zeroed, EMA weights = the current parameters (fdp_ema_init); never NULL */
+fdp_optimizer *fdp_optimizer_create(const fdp_optim_hparams *h, fdp_params *p);
+void fdp_optimizer_free(fdp_optimizer *o); /* NULL: nothing */
+/* one update with learning rate lr on the gradients scaled by gscale (the clip factor),
+ * then the EMA update when EMA is on */
+void fdp_optimizer_step(fdp_optimizer *o, float lr, float gscale);
+fdp_optimizer_kind fdp_optimizer_kind_of(const fdp_optimizer *o);
+/* ---- for checkpoints: the moments (Adam m, v; Adamax m, u -> /optimizer/m, /optimizer/v,
+ * backend memory laid out like the parameters), the step counter, the EMA weights */
+float *fdp_optimizer_m(fdp_optimizer *o);
+float *fdp_optimizer_v(fdp_optimizer *o);
+int64_t fdp_optimizer_steps(const fdp_optimizer *o);
+void fdp_optimizer_set_steps(fdp_optimizer *o, int64_t steps);
+int fdp_optimizer_has_ema(const fdp_optimizer *o);
+float *fdp_optimizer_ema_weights(fdp_optimizer *o);          /* NULL without EMA */
+void fdp_optimizer_set_ema_updates(fdp_optimizer *o, int64_t updates); /* no-op without EMA */
+/* exchange the parameters and the EMA weights (again to undo); no-op without EMA */
+void fdp_optimizer_ema_swap(fdp_optimizer *o);
+
+/* The learning rate of step (0-based) of total: [train] lr with linear warmup over
+ * warmup_steps, then lr_decay (none, cosine to lr_min over the rest, or exponential
+ * lr * lr_decay_rate^step, at least lr_min). */
+double fdp_lr_at(const fdp_config *cfg, int64_t step, int64_t total);
 
 #endif

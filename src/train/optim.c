@@ -1,7 +1,9 @@
-/* optim.c — global-norm clipping, Adam, Adamax and EMA weights over the flat parameter buffers. */
+/* optim.c — global-norm clipping, Adam, Adamax and EMA weights over the flat parameter
+ * buffers; the optimizer object over them; the learning-rate schedule. */
 #include "flowdp/optim.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void fdp_adam_init(fdp_adam *o, const fdp_params *p, float beta1, float beta2, float eps, float weight_decay) {
@@ -148,4 +150,101 @@ void fdp_ema_swap(fdp_ema *e, fdp_params *p) {
 
 void fdp_ema_copy_to(const fdp_ema *e, float *dst) {
     if (e->n) e->be->copy(e->be, dst, e->w, sizeof(float) * (size_t)e->n);
+}
+
+/* ---- the optimizer object ------------------------------------------------------------- */
+struct fdp_optimizer {
+    fdp_optimizer_kind kind;
+    fdp_params *p;
+    fdp_adam adam;      /* kind == FDP_OPT_ADAM */
+    fdp_adamax adamax;  /* kind == FDP_OPT_ADAMAX */
+    int use_ema;
+    fdp_ema ema;        /* use_ema */
+};
+
+fdp_optim_hparams fdp_optim_hparams_from_config(const fdp_config *cfg) {
+    fdp_optim_hparams h = {cfg->train.optimizer, cfg->train.adam_beta1, cfg->train.adam_beta2,
+                           cfg->train.adam_eps,  cfg->train.weight_decay, cfg->train.ema};
+    return h;
+}
+
+fdp_optimizer *fdp_optimizer_create(const fdp_optim_hparams *h, fdp_params *p) {
+    fdp_optimizer *o = fdp_xmalloc(sizeof *o);
+    memset(o, 0, sizeof *o);
+    o->kind = h->kind;
+    o->p = p;
+    if (o->kind == FDP_OPT_ADAMAX)
+        fdp_adamax_init(&o->adamax, p, (float)h->beta1, (float)h->beta2, (float)h->eps, (float)h->weight_decay);
+    else
+        fdp_adam_init(&o->adam, p, (float)h->beta1, (float)h->beta2, (float)h->eps, (float)h->weight_decay);
+    o->use_ema = h->ema > 0.0;
+    if (o->use_ema) fdp_ema_init(&o->ema, p, (float)h->ema);
+    return o;
+}
+
+void fdp_optimizer_free(fdp_optimizer *o) {
+    if (!o) return;
+    if (o->kind == FDP_OPT_ADAMAX)
+        fdp_adamax_free(&o->adamax);
+    else
+        fdp_adam_free(&o->adam);
+    if (o->use_ema) fdp_ema_free(&o->ema);
+    free(o);
+}
+
+void fdp_optimizer_step(fdp_optimizer *o, float lr, float gscale) {
+    if (o->kind == FDP_OPT_ADAMAX)
+        fdp_adamax_step(&o->adamax, o->p, lr, gscale);
+    else
+        fdp_adam_step(&o->adam, o->p, lr, gscale);
+    if (o->use_ema) fdp_ema_update(&o->ema, o->p);
+}
+
+fdp_optimizer_kind fdp_optimizer_kind_of(const fdp_optimizer *o) { return o->kind; }
+float *fdp_optimizer_m(fdp_optimizer *o) { return o->kind == FDP_OPT_ADAMAX ? o->adamax.m : o->adam.m; }
+float *fdp_optimizer_v(fdp_optimizer *o) { return o->kind == FDP_OPT_ADAMAX ? o->adamax.u : o->adam.v; }
+int64_t fdp_optimizer_steps(const fdp_optimizer *o) {
+    return o->kind == FDP_OPT_ADAMAX ? o->adamax.step : o->adam.step;
+}
+
+void fdp_optimizer_set_steps(fdp_optimizer *o, int64_t steps) {
+    if (o->kind == FDP_OPT_ADAMAX)
+        o->adamax.step = steps;
+    else
+        o->adam.step = steps;
+}
+
+int fdp_optimizer_has_ema(const fdp_optimizer *o) { return o->use_ema; }
+float *fdp_optimizer_ema_weights(fdp_optimizer *o) { return o->use_ema ? o->ema.w : NULL; }
+
+void fdp_optimizer_set_ema_updates(fdp_optimizer *o, int64_t updates) {
+    if (o->use_ema) o->ema.updates = updates;
+}
+
+void fdp_optimizer_ema_swap(fdp_optimizer *o) {
+    if (o->use_ema) fdp_ema_swap(&o->ema, o->p);
+}
+
+/* ---- the learning-rate schedule -------------------------------------------------------- */
+double fdp_lr_at(const fdp_config *cfg, int64_t step, int64_t total) {
+    double lr = cfg->train.lr;
+    int64_t warm = cfg->train.warmup_steps;
+    double f = 1.0;
+    if (warm > 0 && step < warm) f = (double)(step + 1) / (double)warm;
+    switch (cfg->train.lr_decay) {
+    case FDP_LR_DECAY_COSINE: {
+        double span = (double)(total - warm);
+        double p = span > 0 ? (double)(step - warm) / span : 1.0;
+        if (p < 0) p = 0;
+        if (p > 1) p = 1;
+        lr = cfg->train.lr_min + (lr - cfg->train.lr_min) * 0.5 * (1.0 + cos(3.14159265358979323846 * p));
+        break;
+    }
+    case FDP_LR_DECAY_EXPONENTIAL:
+        lr = lr * pow(cfg->train.lr_decay_rate, (double)step);
+        if (lr < cfg->train.lr_min) lr = cfg->train.lr_min;
+        break;
+    default: break;
+    }
+    return lr * f;
 }

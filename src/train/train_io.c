@@ -102,15 +102,6 @@ void trn_write_stop_marker(trainer *t) {
     unlink(tmp);
 }
 
-/* ---- the optimizer, whichever it is ------------------------------------------------ */
-float *trn_opt_m(trainer *t) { return t->adamax ? t->optx.m : t->opt.m; }
-float *trn_opt_v(trainer *t) { return t->adamax ? t->optx.u : t->opt.v; }
-void trn_opt_set_step(trainer *t, int64_t step) {
-    if (t->adamax)
-        t->optx.step = step;
-    else
-        t->opt.step = step;
-}
 /* ---- checkpoints ---------------------------------------------------------------- */
 void trn_fill_meta(trainer *t, fdp_ckpt_meta *meta) {
     memset(meta, 0, sizeof *meta);
@@ -121,33 +112,35 @@ void trn_fill_meta(trainer *t, fdp_ckpt_meta *meta) {
     meta->world_size = t->world;
     meta->best_test_bpd = t->best_bpd;
     meta->last_test_bpd = t->last_bpd;
-    snprintf(meta->model_type, sizeof meta->model_type, "%s", t->model->type);
+    snprintf(meta->model_type, sizeof meta->model_type, "%s", t->run.model->type);
     meta->nonfinite_skipped = t->nonfinite_skipped;
-    meta->image_c = t->model->C;
-    meta->image_h = t->model->H;
-    meta->image_w = t->model->W;
+    meta->image_c = t->run.model->C;
+    meta->image_h = t->run.model->H;
+    meta->image_w = t->run.model->W;
     meta->global_batch = (int64_t)t->per_rank_batch * t->world;
 }
 
 /* host views of the state (the CPU backend's memory is host memory; a device
  * backend copies into scratch here) */
 fdp_ckpt_state trn_host_state(trainer *t, float **scratch) {
-    fdp_params *p = t->model->params;
-    fdp_ckpt_state s = {p, p->params, p->buffers, trn_opt_m(t), trn_opt_v(t), t->use_ema ? t->ema.w : NULL};
+    fdp_params *p = t->run.model->params;
+    fdp_optimizer *o = t->run.opt;
+    fdp_backend *be = t->run.be;
+    fdp_ckpt_state s = {p, p->params, p->buffers, fdp_optimizer_m(o), fdp_optimizer_v(o), fdp_optimizer_ema_weights(o)};
     *scratch = NULL;
-    if (t->be->dev != FDP_DEVICE_CPU) {
+    if (be->dev != FDP_DEVICE_CPU) {
         size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
         float *h = fdp_xmalloc(sizeof(float) * (4 * np + nb + 1));
-        t->be->to_host(t->be, h, p->params, sizeof(float) * np);
-        t->be->to_host(t->be, h + np, trn_opt_m(t), sizeof(float) * np);
-        t->be->to_host(t->be, h + 2 * np, trn_opt_v(t), sizeof(float) * np);
-        t->be->to_host(t->be, h + 4 * np, p->buffers, sizeof(float) * nb);
+        be->to_host(be, h, p->params, sizeof(float) * np);
+        be->to_host(be, h + np, fdp_optimizer_m(o), sizeof(float) * np);
+        be->to_host(be, h + 2 * np, fdp_optimizer_v(o), sizeof(float) * np);
+        be->to_host(be, h + 4 * np, p->buffers, sizeof(float) * nb);
         s.params = h;
         s.opt_m = h + np;
         s.opt_v = h + 2 * np;
         s.buffers = h + 4 * np;
-        if (t->use_ema) {
-            t->be->to_host(t->be, h + 3 * np, t->ema.w, sizeof(float) * np);
+        if (fdp_optimizer_has_ema(o)) {
+            be->to_host(be, h + 3 * np, fdp_optimizer_ema_weights(o), sizeof(float) * np);
             s.ema = h + 3 * np;
         }
         *scratch = h;
@@ -195,7 +188,7 @@ int trn_save_checkpoint(trainer *t, int also_best) {
 
 /* Load path into the model and optimizer (every rank reads it). Returns 0, or -1 with err. */
 int trn_load_checkpoint(trainer *t, const char *path, fdp_err *err) {
-    fdp_params *p = t->model->params;
+    fdp_params *p = t->run.model->params;
     size_t np = (size_t)p->n_params, nb = (size_t)p->n_buffers;
     /* into scratch first: a failed load must not leave a half-loaded model */
     float *h = fdp_xmalloc(sizeof(float) * (4 * np + nb + 1));
@@ -204,12 +197,13 @@ int trn_load_checkpoint(trainer *t, const char *path, fdp_err *err) {
         free(h);
         return -1;
     }
-    int have_ema = t->use_ema && (sections & FDP_CKPT_HAS_EMA);
-    if (t->use_ema && !have_ema)
+    int use_ema = fdp_optimizer_has_ema(t->run.opt);
+    int have_ema = use_ema && (sections & FDP_CKPT_HAS_EMA);
+    if (use_ema && !have_ema)
         fdp_warn("%s has no EMA weights; the EMA starts from the loaded parameters", path);
     fdp_ckpt_state s = {p, h, h + 4 * np, h + np, h + 2 * np, have_ema ? h + 3 * np : NULL};
     fdp_ckpt_meta meta;
-    if (fdp_ckpt_load_expect(path, t->model->type, &s, &meta, NULL, err) != 0) {
+    if (fdp_ckpt_load_expect(path, t->run.model->type, &s, &meta, NULL, err) != 0) {
         free(h);
         return -1;
     }
@@ -221,17 +215,18 @@ int trn_load_checkpoint(trainer *t, const char *path, fdp_err *err) {
                            meta.image_c, meta.image_h, meta.image_w, t->cfg->data.train, t->train.c, t->train.h,
                            t->train.w);
     }
-    t->be->from_host(t->be, p->params, h, sizeof(float) * np);
-    t->be->from_host(t->be, trn_opt_m(t), h + np, sizeof(float) * np);
-    t->be->from_host(t->be, trn_opt_v(t), h + 2 * np, sizeof(float) * np);
-    t->be->from_host(t->be, p->buffers, h + 4 * np, sizeof(float) * nb);
-    if (t->use_ema) {
-        t->be->from_host(t->be, t->ema.w, have_ema ? h + 3 * np : h, sizeof(float) * np);
-        t->ema.updates = meta.step > 0 ? meta.step : 0;
+    t->run.be->from_host(t->run.be, p->params, h, sizeof(float) * np);
+    t->run.be->from_host(t->run.be, fdp_optimizer_m(t->run.opt), h + np, sizeof(float) * np);
+    t->run.be->from_host(t->run.be, fdp_optimizer_v(t->run.opt), h + 2 * np, sizeof(float) * np);
+    t->run.be->from_host(t->run.be, p->buffers, h + 4 * np, sizeof(float) * nb);
+    if (use_ema) {
+        t->run.be->from_host(t->run.be, fdp_optimizer_ema_weights(t->run.opt), have_ema ? h + 3 * np : h,
+                             sizeof(float) * np);
+        fdp_optimizer_set_ema_updates(t->run.opt, meta.step > 0 ? meta.step : 0);
     }
     free(h);
     t->step = meta.step;
-    trn_opt_set_step(t, meta.step - meta.nonfinite_skipped);
+    fdp_optimizer_set_steps(t->run.opt, meta.step - meta.nonfinite_skipped);
     t->best_bpd = meta.best_test_bpd;
     t->last_bpd = meta.last_test_bpd;
     t->nonfinite_skipped = meta.nonfinite_skipped;

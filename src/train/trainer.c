@@ -1,8 +1,9 @@
-/* trainer.c — the training loop: sharded data, dequantization noise keyed by
- * (seed, epoch, global sample index), forward/backward, gradient all-reduce,
- * NaN/Inf agreement, clipping, Adam with warmup/decay, metrics and checkpoints
- * from rank 0, periodic test-set evaluation, signal-driven checkpoint + exit,
- * and exact resume on any number of ranks. */
+/* trainer.c — the training loop: sharded data into the step (fdp_run_step, src/train/step.c:
+ * dequantization noise keyed by (seed, epoch, global sample index), forward/backward,
+ * gradient all-reduce, NaN/Inf agreement, clipping, the optimizer), the learning-rate
+ * schedule, the non-finite policy, metrics and checkpoints from rank 0, periodic
+ * test-set evaluation, signal-driven checkpoint + exit, and exact resume on any number
+ * of ranks. Its compute is a run context (flowdp/run.h) built in setup_compute. */
 #include "flowdp/trainer.h"
 #include "trainer_internal.h"
 
@@ -32,7 +33,7 @@
 #include "flowdp/metrics.h"
 #include "flowdp/model.h"
 #include "flowdp/optim.h"
-#include "flowdp/rng.h"
+#include "flowdp/run.h"
 #include "flowdp/xxh64.h"
 
 /* ---- signals: the handler only sets a flag ---------------------------------- */
@@ -51,30 +52,6 @@ static void install_signals(const fdp_config *cfg) {
 }
 
 
-/* learning rate at step (0-based) of total */
-static double lr_at(const fdp_config *cfg, int64_t step, int64_t total) {
-    double lr = cfg->train.lr;
-    int64_t warm = cfg->train.warmup_steps;
-    double f = 1.0;
-    if (warm > 0 && step < warm) f = (double)(step + 1) / (double)warm;
-    switch (cfg->train.lr_decay) {
-    case FDP_LR_DECAY_COSINE: {
-        double span = (double)(total - warm);
-        double p = span > 0 ? (double)(step - warm) / span : 1.0;
-        if (p < 0) p = 0;
-        if (p > 1) p = 1;
-        lr = cfg->train.lr_min + (lr - cfg->train.lr_min) * 0.5 * (1.0 + cos(3.14159265358979323846 * p));
-        break;
-    }
-    case FDP_LR_DECAY_EXPONENTIAL:
-        lr = lr * pow(cfg->train.lr_decay_rate, (double)step);
-        if (lr < cfg->train.lr_min) lr = cfg->train.lr_min;
-        break;
-    default: break;
-    }
-    return lr * f;
-}
-
 static void format_eta(double s, char *out, size_t len) {
     if (!(s >= 0) || s > 1e7) {
         snprintf(out, len, "?");
@@ -87,14 +64,6 @@ static void format_eta(double s, char *out, size_t len) {
         snprintf(out, len, "%lldm%02llds", (long long)(t / 60), (long long)(t % 60));
 }
 
-static void opt_step(trainer *t, float lr, float gscale) {
-    if (t->adamax)
-        fdp_adamax_step(&t->optx, t->model->params, lr, gscale);
-    else
-        fdp_adam_step(&t->opt, t->model->params, lr, gscale);
-    if (t->use_ema) fdp_ema_update(&t->ema, t->model->params);
-}
-
 /* ---- evaluation --------------------------------------------------------------- */
 /* Test-set bpd (every rank). 0, or -1 after one line from the first failing rank. */
 static int evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *images) {
@@ -102,11 +71,11 @@ static int evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *images
     fdp_eval_range(n, t->rank, t->world, &b, &e);
     fdp_eval_sums s = {0, 0, 0, 0};
     fdp_comm_set_phase(t->comm, "evaluation");
-    if (t->use_ema) fdp_ema_swap(&t->ema, t->model->params); /* evaluate the EMA weights */
+    fdp_optimizer_ema_swap(t->run.opt); /* evaluate the EMA weights (when there are) */
     fdp_err err = {{0}};
-    int bad = fdp_evaluate_range(t->model, t->be, t->arena, &t->test, b, e, t->cfg->train.eval_batch_size,
+    int bad = fdp_evaluate_range(t->run.model, t->run.be, t->run.arena, &t->test, b, e, t->cfg->train.eval_batch_size,
                                  t->cfg->data.prefetch, t->seed, 1, &s, &err) != 0;
-    if (t->use_ema) fdp_ema_swap(&t->ema, t->model->params);
+    fdp_optimizer_ema_swap(t->run.opt);
     if (trn_any_bad(t, bad, "evaluation at step %lld: %s", (long long)t->step, err.msg)) return -1;
     double v[4] = {s.nll, s.bpd, s.bpd_sq, s.count};
     fdp_comm_allreduce_f64(t->comm, v, 4, FDP_REDUCE_SUM);
@@ -116,31 +85,12 @@ static int evaluate(trainer *t, double *bpd, double *stderr_out, int64_t *images
     return 0;
 }
 
-/* backward hook: a coupling's gradients are final -> its buckets may start */
-static void grads_ready(void *user, int first, int last) {
-    trainer *t = user;
-    const fdp_params *p = t->model->params;
-    for (int i = first; i <= last; i++)
-        if (p->entries[i].kind == FDP_PARAM && p->entries[i].numel > 0) fdp_buckets_mark_ready(t->buckets, i);
-    fdp_buckets_progress(t->buckets);
-}
-
-/* first parameter entry (in backward order) whose gradient is not finite */
-static const char *first_nonfinite_entry(trainer *t) {
-    fdp_params *p = t->model->params;
-    for (int i = p->count - 1; i >= 0; i--) {
-        if (p->entries[i].kind != FDP_PARAM) continue;
-        if (t->be->has_nonfinite(t->be, fdp_params_grad(p, i), p->entries[i].numel)) return p->entries[i].name;
-    }
-    return NULL;
-}
-
 /* XXH64 of this rank's parameters (copied to the host first when they live on the GPU) */
 static uint64_t params_checksum(trainer *t) {
-    fdp_params *p = t->model->params;
-    if (!t->on_device) return fdp_checksum_f32(p->params, p->n_params);
+    fdp_params *p = t->run.model->params;
+    if (!t->run.on_device) return fdp_checksum_f32(p->params, p->n_params);
     float *h = fdp_xmalloc(sizeof(float) * (size_t)(p->n_params ? p->n_params : 1));
-    t->be->to_host(t->be, h, p->params, sizeof(float) * (size_t)p->n_params);
+    t->run.be->to_host(t->run.be, h, p->params, sizeof(float) * (size_t)p->n_params);
     uint64_t r = fdp_checksum_f32(h, p->n_params);
     free(h);
     return r;
@@ -149,19 +99,178 @@ static uint64_t params_checksum(trainer *t) {
 /* every rank gets rank 0's bytes of backend memory: NCCL on the device, MPI on the host */
 static void broadcast_backend(trainer *t, void *buf, int64_t bytes) {
     if (bytes <= 0 || t->world == 1) return;
-    if (t->nccl)
-        fdp_nccl_broadcast(t->nccl, buf, bytes, 0);
+    if (t->run.nccl)
+        fdp_nccl_broadcast(t->run.nccl, buf, bytes, 0);
     else
         fdp_comm_broadcast(t->comm, buf, bytes, 0);
 }
 
+/* what the loop keeps between steps: the progress line's window (the steps since the last line) */
+typedef struct loop_state {
+    int tty;                /* rank 0 writes a progress line that rewrites itself */
+    double t_start, t_window, wait_window, data_wait_window, bpd_window;
+    int64_t window_steps, start_step;
+} loop_state;
+
+/* One step: this rank's slice of the step's global batch into the run's buffers, then
+ * fdp_run_step (noise, forward, backward, all-reduce, clipping, update). A non-finite
+ * step is skipped ([train] on_nonfinite = skip: *applied = 0, the step still counts) or
+ * stops the run. FDP_EXIT_OK, or FDP_EXIT_NONFINITE after the message. */
+static int train_step(trainer *t, fdp_loader *loader, loop_state *ls, double *lr, fdp_step_out *so, int *applied) {
+    const fdp_config *cfg = t->cfg;
+    fdp_run *r = &t->run;
+    fdp_backend *be = r->be;
+    int B = t->per_rank_batch;
+    int64_t D = (int64_t)r->model->C * r->model->H * r->model->W;
+    /* this rank's slice of the step's global batch (the sampler, data.h) */
+    double dw0 = fdp_loader_wait_seconds(loader);
+    const fdp_batch *bt = fdp_loader_next(loader);
+    FDP_CHECK(bt && bt->step == t->step && bt->count == B, "data loader out of step at step %lld",
+              (long long)t->step);
+    ls->data_wait_window += fdp_loader_wait_seconds(loader) - dw0;
+    be->from_host(be, r->x, bt->x, sizeof(float) * (size_t)(B * D));
+    be->from_host(be, r->idx, bt->idx, sizeof(int64_t) * (size_t)B);
+    *lr = fdp_lr_at(cfg, t->step, t->total_steps);
+    fdp_step_in in = {.seed = t->seed, .epoch = (uint32_t)bt->epoch, .lr = (float)*lr,
+                      .max_grad_norm = cfg->train.max_grad_norm,
+                      .skip_nonfinite = cfg->train.on_nonfinite == FDP_NONFINITE_SKIP, .stop_signal = &g_stop_signal};
+    fdp_run_step(r, &in, so);
+    ls->wait_window += so->wait_s;
+    *applied = !so->bad;
+    if (!so->bad) return FDP_EXIT_OK;
+    const char *where = so->first_nonfinite;
+    if (in.skip_nonfinite) { /* fdp_run_step restored the buffers */
+        t->nonfinite_skipped++;
+        fdp_warn("step %lld: non-finite %s%s%s; step skipped (%lld so far)", (long long)t->step,
+                 so->bad_loss ? "loss" : "gradient", where ? " first in " : "", where ? where : "",
+                 (long long)t->nonfinite_skipped);
+        return FDP_EXIT_OK;
+    }
+    fdp_error("step %lld: non-finite %s%s%s; stopping without writing anything for this step "
+              "(last checkpoint: step %lld). Hint: lower [train] lr or set [train] on_nonfinite = skip",
+              (long long)t->step, so->bad_loss ? "loss" : "gradient", where ? " (first in " : "",
+              where ? where : "", (long long)t->last_ckpt_step);
+    if (where) fdp_error("  (the gradient of %s is the first non-finite one)", where);
+    return FDP_EXIT_NONFINITE;
+}
+
+/* rank 0: the metrics row of the step just taken and, when due, the progress line */
+static void log_step(trainer *t, loop_state *ls, double bpd, double lr, double gnorm, double step_time) {
+    const fdp_config *cfg = t->cfg;
+    int B = t->per_rank_batch;
+    ls->bpd_window += bpd;
+    ls->window_steps++;
+    if (t->rank == 0 && t->metrics) {
+        double row[5] = {bpd, lr, gnorm, (double)B * t->world / step_time, trn_now_s() - ls->t_start};
+        trn_metrics_call(t, MET_TRAIN_ROW, row, 0);
+    }
+    if (!(t->rank == 0 && (t->step % cfg->log.every == 0 || t->step == t->total_steps || ls->tty))) return;
+    double el = trn_now_s() - ls->t_window;
+    double ips = el > 0 ? (double)B * t->world * ls->window_steps / el : 0.0;
+    double per_step = (trn_now_s() - ls->t_start) / (double)(t->step - ls->start_step);
+    char eta[32];
+    format_eta(per_step * (double)(t->total_steps - t->step), eta, sizeof eta);
+    double ep_pct = 100.0 * (double)(t->step % t->steps_per_epoch) / (double)t->steps_per_epoch;
+    if (t->step % t->steps_per_epoch == 0) ep_pct = 100.0;
+    char line[256];
+    snprintf(line, sizeof line,
+             "step %lld/%lld | epoch %lld %5.1f%% | train bpd %.4f | lr %.2e | |g| %.3g | %.1f img/s | "
+             "all-reduce wait %.1f ms | data wait %.1f ms | ETA %s",
+             (long long)t->step, (long long)t->total_steps, (long long)((t->step - 1) / t->steps_per_epoch),
+             ep_pct, ls->bpd_window / ls->window_steps, lr, gnorm, ips, 1e3 * ls->wait_window / ls->window_steps,
+             1e3 * ls->data_wait_window / ls->window_steps, eta);
+    if (ls->tty && t->step % cfg->log.every != 0 && t->step != t->total_steps) {
+        printf("\r%s\033[K", line);
+        fflush(stdout);
+    } else {
+        printf("%s%s\n", ls->tty ? "\r" : "", line);
+        fflush(stdout);
+        ls->t_window = trn_now_s();
+        ls->window_steps = 0;
+        ls->bpd_window = 0.0;
+        ls->wait_window = 0.0;
+        ls->data_wait_window = 0.0;
+    }
+}
+
+/* periodic cross-rank parameter checksum: silent divergence is a bug */
+static void check_divergence(trainer *t) {
+    const fdp_config *cfg = t->cfg;
+    if (!(t->world > 1 && cfg->train.check_every > 0 && t->step % cfg->train.check_every == 0)) return;
+    int bad_rank = -1;
+    uint64_t h = params_checksum(t);
+    if (!fdp_comm_check_same_u64(t->comm, h, &bad_rank))
+        FDP_FATAL("step %lld: the parameters of rank %d differ from rank 0's (silent divergence); "
+                  "hint: a non-deterministic kernel or a corrupted all-reduce",
+                  (long long)t->step, bad_rank);
+}
+
+/* evaluation: every eval_every steps, or at the end of each epoch, and at the end.
+ * FDP_EXIT_OK (*improved: a new best test bpd), or FDP_EXIT_BAD_INPUT after one line */
+static int eval_if_due(trainer *t, const loop_state *ls, int *improved) {
+    const fdp_config *cfg = t->cfg;
+    *improved = 0;
+    int end_of_epoch = t->step % t->steps_per_epoch == 0;
+    int do_eval = t->test.n > 0 && ((cfg->train.eval_every > 0 && t->step % cfg->train.eval_every == 0) ||
+                                   (cfg->train.eval_every == 0 && end_of_epoch) || t->step == t->total_steps);
+    if (!do_eval) return FDP_EXIT_OK;
+    double tb, tse;
+    int64_t nimg;
+    double t0 = trn_now_s();
+    if (evaluate(t, &tb, &tse, &nimg) != 0) return FDP_EXIT_BAD_INPUT;
+    t->last_bpd = tb;
+    *improved = tb < t->best_bpd;
+    if (*improved) t->best_bpd = tb;
+    char se[32] = "n/a"; /* fewer than 2 images: no standard error */
+    if (isfinite(tse)) snprintf(se, sizeof se, "%.4f", tse);
+    fdp_info("%stest bpd %.4f ± %s over %lld images at step %lld (epoch %.2f)%s [%.1f s]", ls->tty ? "\r" : "",
+             tb, se, (long long)nimg, (long long)t->step, (double)t->step / t->steps_per_epoch,
+             *improved ? ", best so far" : "", trn_now_s() - t0);
+    double row[2] = {tb, tse};
+    trn_metrics_call(t, MET_TEST_ROW, row, nimg);
+    return FDP_EXIT_OK;
+}
+
+/* the checkpoint when due (periodic, final, stop signal, new best), then the stop-signal
+ * exit. FDP_EXIT_OK to go on, else the exit code (FDP_EXIT_CKPT_FAILED, FDP_EXIT_REQUEUE) */
+static int checkpoint_if_due(trainer *t, int improved, int stop) {
+    const fdp_config *cfg = t->cfg;
+    int do_ckpt = (cfg->checkpoint.every > 0 && t->step % cfg->checkpoint.every == 0) || t->step == t->total_steps ||
+                  stop || (improved && cfg->checkpoint.keep_best);
+    if (do_ckpt) {
+        trn_metrics_call(t, MET_FLUSH, NULL, 0);
+        fdp_comm_set_phase(t->comm, "checkpoint");
+        if (!trn_save_checkpoint(t, improved && cfg->checkpoint.keep_best)) {
+            if (cfg->checkpoint.on_write_error == FDP_ON_WRITE_ERROR_STOP) {
+                fdp_error("stopping: [checkpoint] on_write_error = stop");
+                return FDP_EXIT_CKPT_FAILED;
+            }
+            /* "continue" covers the periodic checkpoints only: the final one is the
+             * result of the run, and the stop-signal one is what exit 3 promises (a
+             * requeue after a failed one would resume from an older checkpoint and
+             * could fail the same way forever) */
+            if (stop || t->step == t->total_steps) {
+                fdp_error("the %s checkpoint (step %lld) was not written: exiting with %d although "
+                          "[checkpoint] on_write_error = continue",
+                          stop ? "stop-signal" : "final", (long long)t->step, FDP_EXIT_CKPT_FAILED);
+                return FDP_EXIT_CKPT_FAILED;
+            }
+            fdp_warn("continuing without this checkpoint ([checkpoint] on_write_error = continue)");
+        }
+    }
+    if (stop) {
+        fdp_info("stop signal received: every rank checkpointed at step %lld; exiting with %d (please requeue)",
+                 (long long)t->step, FDP_EXIT_REQUEUE);
+        if (t->rank == 0) trn_write_stop_marker(t);
+        return FDP_EXIT_REQUEUE;
+    }
+    return FDP_EXIT_OK;
+}
+
 static int train_loop(trainer *t) {
     const fdp_config *cfg = t->cfg;
-    fdp_backend *be = t->be;
-    fdp_model *m = t->model;
-    fdp_params *p = m->params;
     int B = t->per_rank_batch;
-    int64_t D = (int64_t)m->C * m->H * m->W;
+    int64_t D = (int64_t)t->run.model->C * t->run.model->H * t->run.model->W;
     /* the batches of steps [t->step, total_steps), prepared ahead by the loader thread */
     fdp_loader_opts lo = {.src = &t->train, .mode = FDP_LOADER_TRAIN, .prefetch = cfg->data.prefetch, .batch = B,
                           .seed = t->seed, .rank = t->rank, .world = t->world, .start_step = t->step,
@@ -169,195 +278,31 @@ static int train_loop(trainer *t) {
     fdp_loader *loader = NULL;
     fdp_err lerr = {{0}};
     FDP_CHECK(fdp_loader_create(&lo, &loader, &lerr) == 0, "%s", lerr.msg);
-    float *x = be->alloc(be, sizeof(float) * (size_t)(B * D));
-    float *u = be->alloc(be, sizeof(float) * (size_t)(B * D));
-    int64_t *didx = be->alloc(be, sizeof(int64_t) * (size_t)B);
-    float *saved_buffers = be->alloc(be, sizeof(float) * (size_t)(p->n_buffers ? p->n_buffers : 1));
-    fdp_ctx ctx = {.be = be, .arena = t->arena, .params = p, .training = 1, .allreduce_f64 = fdp_comm_allreduce_f64_sum_hook, .comm = t->comm, .world_size = t->world};
-    if (t->nccl) { /* synchronized BatchNorm / ActNorm init on device sums, through NCCL */
-        ctx.allreduce_f64 = fdp_nccl_allreduce_f64_sum_hook;
-        ctx.comm = t->nccl;
-    }
-    if (t->world == 1) ctx.allreduce_f64 = NULL;
-    if (t->world > 1) {
-        ctx.grads_ready = grads_ready;
-        ctx.grads_ready_user = t;
-    }
-    int tty = isatty(STDOUT_FILENO) && cfg->log.progress && t->rank == 0;
-    double t_start = trn_now_s(), t_window = trn_now_s(), wait_window = 0.0, data_wait_window = 0.0;
-    int64_t window_steps = 0, start_step = t->step;
-    double bpd_window = 0.0;
+    fdp_run_step_buffers(&t->run, B);
+    loop_state ls = {.tty = isatty(STDOUT_FILENO) && cfg->log.progress && t->rank == 0, .t_start = trn_now_s(),
+                     .t_window = trn_now_s(), .start_step = t->step};
     int rc = FDP_EXIT_OK;
 
     while (t->step < t->total_steps) {
         double ts = trn_now_s();
-        /* this rank's slice of the step's global batch (the sampler, data.h) and its noise */
-        double dw0 = fdp_loader_wait_seconds(loader);
-        const fdp_batch *bt = fdp_loader_next(loader);
-        FDP_CHECK(bt && bt->step == t->step && bt->count == B, "data loader out of step at step %lld",
-                  (long long)t->step);
-        data_wait_window += fdp_loader_wait_seconds(loader) - dw0;
-        int64_t epoch = bt->epoch;
-        be->from_host(be, x, bt->x, sizeof(float) * (size_t)(B * D));
-        be->from_host(be, didx, bt->idx, sizeof(int64_t) * (size_t)B);
-        if (cfg->train.on_nonfinite == FDP_NONFINITE_SKIP)
-            be->copy(be, saved_buffers, p->buffers, sizeof(float) * (size_t)p->n_buffers);
-
-        fdp_arena_reset_all(t->arena);
-        /* the dequantization stage (dequant.h): noise keyed by (seed, epoch, image) */
-        fdp_dequant_key key = {t->seed, (uint32_t)epoch, FDP_RNG_DEQUANT, didx};
-        fdp_tensor v = fdp_tensor_wrap(u, B, m->C, m->H, m->W, be->dev);
-        t->dequant->ops->apply(t->dequant, &ctx, fdp_tensor_wrap(x, B, m->C, m->H, m->W, be->dev), &key, v, NULL);
-        fdp_comm_set_phase(t->comm, "forward");
-        double nll = m->forward_loss(m, &ctx, v, NULL);
-        fdp_comm_set_phase(t->comm, "backward");
-        fdp_buckets_begin_step(t->buckets);
-        m->backward(m, &ctx, 1.0f);
-        fdp_comm_set_phase(t->comm, "gradient all-reduce");
-        fdp_buckets_wait_all(t->buckets, 1.0f / (float)t->world);
-        wait_window += fdp_buckets_last_wait_s(t->buckets);
-
-        /* one small all-reduce: the loss, "something is not finite", "a stop signal arrived" */
-        int bad_local = !isfinite(nll);
-        double agree[3] = {isfinite(nll) ? nll : 0.0, (double)bad_local, g_stop_signal ? 1.0 : 0.0};
-        fdp_comm_allreduce_f64(t->comm, agree, 3, FDP_REDUCE_SUM);
-        double gnorm = fdp_grad_global_norm(p); /* identical on every rank after the all-reduce */
-        int bad = agree[1] > 0 || !isfinite(gnorm);
-        if (bad) {
-            const char *where = first_nonfinite_entry(t);
-            if (cfg->train.on_nonfinite == FDP_NONFINITE_SKIP) {
-                t->nonfinite_skipped++;
-                be->copy(be, p->buffers, saved_buffers, sizeof(float) * (size_t)p->n_buffers);
-                fdp_warn("step %lld: non-finite %s%s%s; step skipped (%lld so far)", (long long)t->step,
-                         agree[1] > 0 ? "loss" : "gradient", where ? " first in " : "", where ? where : "",
-                         (long long)t->nonfinite_skipped);
-                t->step++;
-                continue;
-            }
-            fdp_error("step %lld: non-finite %s%s%s; stopping without writing anything for this step "
-                      "(last checkpoint: step %lld). Hint: lower [train] lr or set [train] on_nonfinite = skip",
-                      (long long)t->step, agree[1] > 0 ? "loss" : "gradient", where ? " (first in " : "",
-                      where ? where : "", (long long)t->last_ckpt_step);
-            if (where) fdp_error("  (the gradient of %s is the first non-finite one)", where);
-            rc = FDP_EXIT_NONFINITE;
-            break;
-        }
-        double lr = lr_at(cfg, t->step, t->total_steps);
-        fdp_comm_set_phase(t->comm, "optimizer");
-        opt_step(t, (float)lr, fdp_clip_factor(gnorm, cfg->train.max_grad_norm));
+        double lr;
+        fdp_step_out so;
+        int applied;
+        if ((rc = train_step(t, loader, &ls, &lr, &so, &applied)) != FDP_EXIT_OK) break;
         t->step++;
-        double bpd = fdp_bpd(agree[0] / t->world, D);
-        double step_time = trn_now_s() - ts;
-        bpd_window += bpd;
-        window_steps++;
-
-        if (t->rank == 0 && t->metrics) {
-            double row[5] = {bpd, lr, gnorm, (double)B * t->world / step_time, trn_now_s() - t_start};
-            trn_metrics_call(t, MET_TRAIN_ROW, row, 0);
-        }
-        if (t->rank == 0 && (t->step % cfg->log.every == 0 || t->step == t->total_steps || tty)) {
-            double el = trn_now_s() - t_window;
-            double ips = el > 0 ? (double)B * t->world * window_steps / el : 0.0;
-            double per_step = (trn_now_s() - t_start) / (double)(t->step - start_step);
-            char eta[32];
-            format_eta(per_step * (double)(t->total_steps - t->step), eta, sizeof eta);
-            double ep_pct = 100.0 * (double)(t->step % t->steps_per_epoch) / (double)t->steps_per_epoch;
-            if (t->step % t->steps_per_epoch == 0) ep_pct = 100.0;
-            char line[256];
-            snprintf(line, sizeof line,
-                     "step %lld/%lld | epoch %lld %5.1f%% | train bpd %.4f | lr %.2e | |g| %.3g | %.1f img/s | "
-                     "all-reduce wait %.1f ms | data wait %.1f ms | ETA %s",
-                     (long long)t->step, (long long)t->total_steps, (long long)((t->step - 1) / t->steps_per_epoch),
-                     ep_pct, bpd_window / window_steps, lr, gnorm, ips, 1e3 * wait_window / window_steps,
-                     1e3 * data_wait_window / window_steps, eta);
-            if (tty && t->step % cfg->log.every != 0 && t->step != t->total_steps) {
-                printf("\r%s\033[K", line);
-                fflush(stdout);
-            } else {
-                printf("%s%s\n", tty ? "\r" : "", line);
-                fflush(stdout);
-                t_window = trn_now_s();
-                window_steps = 0;
-                bpd_window = 0.0;
-                wait_window = 0.0;
-                data_wait_window = 0.0;
-            }
-        }
-
-        /* periodic cross-rank parameter checksum: silent divergence is a bug */
-        if (t->world > 1 && cfg->train.check_every > 0 && t->step % cfg->train.check_every == 0) {
-            int bad_rank = -1;
-            uint64_t h = params_checksum(t);
-            if (!fdp_comm_check_same_u64(t->comm, h, &bad_rank))
-                FDP_FATAL("step %lld: the parameters of rank %d differ from rank 0's (silent divergence); "
-                          "hint: a non-deterministic kernel or a corrupted all-reduce",
-                          (long long)t->step, bad_rank);
-        }
-
-        /* evaluation: every eval_every steps, or at the end of each epoch */
-        int end_of_epoch = t->step % t->steps_per_epoch == 0;
-        int do_eval = t->test.n > 0 && ((cfg->train.eval_every > 0 && t->step % cfg->train.eval_every == 0) ||
-                                       (cfg->train.eval_every == 0 && end_of_epoch) || t->step == t->total_steps);
-        int improved = 0;
-        if (do_eval) {
-            double tb, tse;
-            int64_t nimg;
-            double t0 = trn_now_s();
-            if (evaluate(t, &tb, &tse, &nimg) != 0) {
-                rc = FDP_EXIT_BAD_INPUT;
-                break;
-            }
-            t->last_bpd = tb;
-            improved = tb < t->best_bpd;
-            if (improved) t->best_bpd = tb;
-            char se[32] = "n/a"; /* fewer than 2 images: no standard error */
-            if (isfinite(tse)) snprintf(se, sizeof se, "%.4f", tse);
-            fdp_info("%stest bpd %.4f ± %s over %lld images at step %lld (epoch %.2f)%s [%.1f s]", tty ? "\r" : "",
-                     tb, se, (long long)nimg, (long long)t->step, (double)t->step / t->steps_per_epoch,
-                     improved ? ", best so far" : "", trn_now_s() - t0);
-            double row[2] = {tb, tse};
-            trn_metrics_call(t, MET_TEST_ROW, row, nimg);
-        }
-        int stop = agree[2] > 0;
-        int do_ckpt = (cfg->checkpoint.every > 0 && t->step % cfg->checkpoint.every == 0) || t->step == t->total_steps ||
-                      stop || (improved && cfg->checkpoint.keep_best);
-        if (do_ckpt) {
-            trn_metrics_call(t, MET_FLUSH, NULL, 0);
-            fdp_comm_set_phase(t->comm, "checkpoint");
-            if (!trn_save_checkpoint(t, improved && cfg->checkpoint.keep_best)) {
-                if (cfg->checkpoint.on_write_error == FDP_ON_WRITE_ERROR_STOP) {
-                    fdp_error("stopping: [checkpoint] on_write_error = stop");
-                    rc = FDP_EXIT_CKPT_FAILED;
-                    break;
-                }
-                /* "continue" covers the periodic checkpoints only: the final one is the
-                 * result of the run, and the stop-signal one is what exit 3 promises (a
-                 * requeue after a failed one would resume from an older checkpoint and
-                 * could fail the same way forever) */
-                if (stop || t->step == t->total_steps) {
-                    fdp_error("the %s checkpoint (step %lld) was not written: exiting with %d although "
-                              "[checkpoint] on_write_error = continue",
-                              stop ? "stop-signal" : "final", (long long)t->step, FDP_EXIT_CKPT_FAILED);
-                    rc = FDP_EXIT_CKPT_FAILED;
-                    break;
-                }
-                fdp_warn("continuing without this checkpoint ([checkpoint] on_write_error = continue)");
-            }
-        }
-        if (stop) {
-            fdp_info("stop signal received: every rank checkpointed at step %lld; exiting with %d (please requeue)",
-                     (long long)t->step, FDP_EXIT_REQUEUE);
-            if (t->rank == 0) trn_write_stop_marker(t);
-            rc = FDP_EXIT_REQUEUE;
-            break;
-        }
+        if (!applied) continue; /* skipped: no metrics row, evaluation or checkpoint for it */
+        log_step(t, &ls, fdp_bpd(so.loss_sum / t->world, D), lr, so.gnorm, trn_now_s() - ts);
+        check_divergence(t);
+        int improved;
+        if ((rc = eval_if_due(t, &ls, &improved)) != FDP_EXIT_OK) break;
+        if ((rc = checkpoint_if_due(t, improved, so.stop)) != FDP_EXIT_OK) break;
     }
     /* how long the training thread waited for data (rank 0's view), over this run */
-    double run_s = trn_now_s() - t_start, data_wait = fdp_loader_wait_seconds(loader);
+    double run_s = trn_now_s() - ls.t_start, data_wait = fdp_loader_wait_seconds(loader);
     fdp_loader_destroy(loader); /* no HDF5 use by a loader thread after this */
-    if (t->step > start_step)
+    if (t->step > ls.start_step)
         fdp_info("data wait: %.3f s of %.1f s training (%.2f%%), %.2f ms per step; prefetch %d", data_wait, run_s,
-                 run_s > 0 ? 100.0 * data_wait / run_s : 0.0, 1e3 * data_wait / (double)(t->step - start_step),
+                 run_s > 0 ? 100.0 * data_wait / run_s : 0.0, 1e3 * data_wait / (double)(t->step - ls.start_step),
                  cfg->data.prefetch);
     if (rc == FDP_EXIT_OK && t->step >= t->total_steps) {
         if (isfinite(t->best_bpd))
@@ -367,12 +312,8 @@ static int train_loop(trainer *t) {
             fdp_info("finished: %lld steps (no test set); checkpoints in %s", (long long)t->step, t->ckpt_dir);
         /* the arena also serves evaluation batches ([train] eval_batch_size) */
         fdp_info("activation arena peak %.2f MiB on rank 0 (training steps and evaluation)",
-                 (double)fdp_arena_peak(t->arena) / 1048576.0);
+                 (double)fdp_arena_peak(t->run.arena) / 1048576.0);
     }
-    be->free(be, x);
-    be->free(be, u);
-    be->free(be, didx);
-    be->free(be, saved_buffers);
     return rc;
 }
 
@@ -417,43 +358,28 @@ static int setup_data(trainer *t) {
     return FDP_EXIT_OK;
 }
 
-/* backend, device communicator, model, optimizer, arena */
+/* the run context (flowdp/run.h): backend, device communicator, model, optimizer, arena */
 static int setup_compute(trainer *t) {
     const fdp_config *cfg = t->cfg;
     fdp_err err = {{0}};
-    int bad;
-    /* the GPU of this rank: local rank modulo the visible devices (flowdp/cuda.h) */
-    t->be = fdp_backend_create(cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", cfg->train.threads, &err);
-    bad = t->be == NULL;
-    if (trn_any_bad(t, bad, "%s: [train] device = %s: %s", cfg->source_path ? cfg->source_path : "config",
-                    cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu", err.msg)) {
+    const char *device = cfg->train.device == FDP_DEVICE_CUDA ? "cuda" : "cpu";
+    fdp_run_init(&t->run, cfg, t->comm);
+    int bad = fdp_run_backend(&t->run, device, cfg->train.threads, &err) != 0;
+    if (trn_any_bad(t, bad, "%s: [train] device = %s: %s", cfg->source_path ? cfg->source_path : "config", device,
+                    err.msg)) {
         return FDP_EXIT_BAD_INPUT;
     }
-    t->on_device = cfg->train.device == FDP_DEVICE_CUDA;
-    if (t->on_device) {
-        /* collective: checks that no two ranks of a node share a GPU, then ncclCommInitRank */
-        if (fdp_nccl_create(t->comm, t->be, &t->nccl, &err) != 0) {
-            if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
-            return FDP_EXIT_BAD_INPUT;
-        }
-        fdp_nccl_watchdog_start(t->nccl, cfg->train.watchdog_s > 0 ? cfg->train.watchdog_s : 600.0);
-    }
-    if (fdp_model_create(cfg, t->train.c, t->train.h, t->train.w, t->be, t->seed, &t->model, &err) != 0 ||
-        fdp_dequant_create(cfg, t->model, &t->dequant, &err) != 0) {
+    /* collective with CUDA: checks that no two ranks of a node share a GPU, then ncclCommInitRank */
+    if (fdp_run_nccl(&t->run, cfg->train.watchdog_s > 0 ? cfg->train.watchdog_s : 600.0, &err) != 0) {
         if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
         return FDP_EXIT_BAD_INPUT;
     }
-    t->adamax = cfg->train.optimizer == FDP_OPT_ADAMAX;
-    if (t->adamax)
-        fdp_adamax_init(&t->optx, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
-                        (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
-    else
-        fdp_adam_init(&t->opt, t->model->params, (float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2,
-                      (float)cfg->train.adam_eps, (float)cfg->train.weight_decay);
-    t->use_ema = cfg->train.ema > 0.0;
-    if (t->use_ema) fdp_ema_init(&t->ema, t->model->params, (float)cfg->train.ema);
-    /* activations in the backend's memory (GPU memory for CUDA, aligned host memory for the CPU) */
-    t->arena = fdp_arena_create(64u << 20, t->be->arena_alloc, t->be->arena_free, t->be, t->be->dev);
+    if (fdp_run_model(&t->run, t->train.c, t->train.h, t->train.w, t->seed, &err) != 0) {
+        if (t->rank == 0) fprintf(stderr, "%s: %s\n", fdp_log_prog(), err.msg);
+        return FDP_EXIT_BAD_INPUT;
+    }
+    fdp_run_optimizer(&t->run);
+    fdp_run_arena(&t->run);
     t->config_text = fdp_config_to_ini(cfg);
 
     return FDP_EXIT_OK;
@@ -507,7 +433,7 @@ static int setup_resume(trainer *t, const fdp_train_opts *o, char *rpath, size_t
     }
     if (!*resumed) {
         /* every rank initialized from the same seed; broadcast anyway so that rank 0 is the truth */
-        fdp_params *p = t->model->params;
+        fdp_params *p = t->run.model->params;
         broadcast_backend(t, p->params, (int64_t)sizeof(float) * p->n_params);
         broadcast_backend(t, p->buffers, (int64_t)sizeof(float) * p->n_buffers);
     }
@@ -533,8 +459,7 @@ static int setup_schedule(trainer *t) {
                     (long long)t->total_steps, cfg->train.epochs);
         return FDP_EXIT_BAD_INPUT;
     }
-    t->buckets = fdp_buckets_create(t->comm, t->model->params, cfg->train.bucket_mb);
-    if (t->nccl) fdp_buckets_use_nccl(t->buckets, t->nccl);
+    fdp_run_buckets(&t->run); /* and the training context (the all-reduce hooks) */
     return FDP_EXIT_OK;
 }
 
@@ -569,9 +494,9 @@ int fdp_train_run(const fdp_train_opts *o) {
 
     fdp_info("flowdp-train: %s %dx%dx%d, %lld parameters | %d rank(s) x batch %d = %d | %lld train / %lld test images | "
              "%lld steps (%lld per epoch) | %s, %d thread(s) per rank | activations %s",
-             t->model->type, t->model->C, t->model->H, t->model->W, (long long)t->model->params->n_params, t->world,
+             t->run.model->type, t->run.model->C, t->run.model->H, t->run.model->W, (long long)t->run.model->params->n_params, t->world,
              t->per_rank_batch, t->per_rank_batch * t->world, (long long)t->train.n, (long long)t->test.n,
-             (long long)t->total_steps, (long long)t->steps_per_epoch, t->be->name, t->be->num_threads,
+             (long long)t->total_steps, (long long)t->steps_per_epoch, t->run.be->name, t->run.be->num_threads,
              cfg->train.rebuild_activations ? "rebuilt in backward" : "stored");
     install_signals(cfg);
     if (t->rank == 0) { /* a requeued run has started: the stop marker of the last one is done */
@@ -591,20 +516,8 @@ out:
         fdp_error("%s", err.msg);
         if (rc == FDP_EXIT_OK || rc == FDP_EXIT_REQUEUE) rc = FDP_EXIT_CKPT_FAILED;
     }
-    if (t->buckets) fdp_buckets_destroy(t->buckets);
-    if (t->nccl) fdp_nccl_destroy(t->nccl);
     free(t->config_text);
-    if (t->arena) fdp_arena_destroy(t->arena);
-    if (t->model) {
-        if (t->adamax)
-            fdp_adamax_free(&t->optx);
-        else
-            fdp_adam_free(&t->opt);
-        if (t->use_ema) fdp_ema_free(&t->ema);
-        fdp_model_destroy(t->model);
-    }
-    fdp_dequant_destroy(t->dequant);
-    if (t->be) fdp_backend_destroy(t->be);
+    fdp_run_free(&t->run);
     fdp_source_close(&t->train);
     fdp_source_close(&t->test);
     return rc;

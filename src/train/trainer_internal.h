@@ -13,27 +13,16 @@
 #include "flowdp/data.h"
 #include "flowdp/loader.h"
 #include "flowdp/metrics.h"
-#include "flowdp/dequant.h"
 #include "flowdp/model.h"
 #include "flowdp/nccl.h"
 #include "flowdp/optim.h"
+#include "flowdp/run.h"
 
 typedef struct trainer {
     const fdp_config *cfg;
     fdp_comm *comm;
     int rank, world;
-    fdp_backend *be;
-    fdp_model *model;
-    fdp_dequant *dequant;       /* the dequantization stage (dequant.h) */
-    int adamax;          /* [train] optimizer = adamax */
-    fdp_adam opt;        /* Adam state (when !adamax) */
-    fdp_adamax optx;     /* Adamax state (when adamax) */
-    int use_ema;
-    fdp_ema ema;         /* EMA weights (when use_ema) */
-    fdp_arena *arena;
-    fdp_buckets *buckets;
-    fdp_nccl *nccl;      /* the device communicator (CUDA backend), else NULL */
-    int on_device;       /* parameters, gradients and activations live in GPU memory */
+    fdp_run run;         /* backend, device communicator, model, optimizer, arena, buckets */
     fdp_source train, test; /* in memory (idx, cifar10) or streamed from shards (hdf5) */
     fdp_metrics *metrics;
     int metrics_failing; /* the last metrics write failed (warned once per streak) */
@@ -58,10 +47,6 @@ enum { MET_TRAIN_ROW, MET_TEST_ROW, MET_FLUSH };
 void trn_metrics_call(trainer *t, int what, const double *v, int64_t nimg);
 /* Rank 0 after a stop-signal checkpoint: <dir>/STOPPED (flowdp/trainer.h). */
 void trn_write_stop_marker(trainer *t);
-/* The optimizer's moments (Adam m, v or Adamax m, u) and its step counter. */
-float *trn_opt_m(trainer *t);
-float *trn_opt_v(trainer *t);
-void trn_opt_set_step(trainer *t, int64_t step);
 /* Rank 0 writes ckpt_<step>.h5 (and best.h5 when asked); every rank learns whether it
  * worked (1) or not (0). */
 int trn_save_checkpoint(trainer *t, int also_best);
