@@ -2,7 +2,8 @@
 # test.sh — the test command: installs what is missing, builds the test build
 # (AddressSanitizer + UndefinedBehaviorSanitizer, warnings fatal; the CUDA
 # kernels compiled with nvcc when the toolkit is present), and runs every test
-# with ctest: unit tests, fixture parity with PyTorch, MPI tests under
+# with ctest (after tools/check_structure.py: file and function sizes, no two source
+# files calling into each other): unit tests, fixture parity with PyTorch, MPI tests under
 # mpiexec -n 2, end-to-end runs of the programs (a local SLURM cluster among them), the
 # bad-input suite; then the bad-input suite again on the Release build (build/) and the
 # trajectory check against tests/trajectory_base (tools/trajectory_check.sh); then
@@ -15,6 +16,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 cmake -S . -B build-test -DFLOWDP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 cmake --build build-test -j"$(nproc)"
+# file and function sizes, and no two source files calling into each other (docs/ARCHITECTURE.md)
+tools/check_structure.py build-test
 ctest --test-dir build-test --output-on-failure --timeout 900 "$@"
 
 # the bad-input suite (tests/bad_inputs) on the Release programs too: the same rows, since

@@ -10,30 +10,6 @@ static fdp_abort_hook g_abort_hook = NULL;
 
 void fdp_set_abort_hook(fdp_abort_hook hook) { g_abort_hook = hook; }
 
-char *fdp_escape_line(char *dst, size_t len, const char *src) {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    if (!len) return dst;
-    for (const unsigned char *p = (const unsigned char *)src; *p && o + 1 < len; p++) {
-        char esc = *p == '\n' ? 'n' : *p == '\r' ? 'r' : *p == '\t' ? 't' : 0;
-        if (*p >= 0x20 && *p != 0x7f) {
-            dst[o++] = (char)*p;
-        } else if (esc && o + 2 < len) {
-            dst[o++] = '\\';
-            dst[o++] = esc;
-        } else if (!esc && o + 4 < len) {
-            dst[o++] = '\\';
-            dst[o++] = 'x';
-            dst[o++] = hex[*p >> 4];
-            dst[o++] = hex[*p & 15];
-        } else {
-            break;
-        }
-    }
-    dst[o] = 0;
-    return dst;
-}
-
 int fdp_err_set(fdp_err *err, const char *fmt, ...) {
     if (!err) return -1;
     char raw[sizeof err->msg];

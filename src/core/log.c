@@ -5,6 +5,32 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+/* in log.c, not error.c: the logger and the error setter both use it, and error.c already calls
+ * into log.c (no two files call into each other) */
+char *fdp_escape_line(char *dst, size_t len, const char *src) {
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (!len) return dst;
+    for (const unsigned char *p = (const unsigned char *)src; *p && o + 1 < len; p++) {
+        char esc = *p == '\n' ? 'n' : *p == '\r' ? 'r' : *p == '\t' ? 't' : 0;
+        if (*p >= 0x20 && *p != 0x7f) {
+            dst[o++] = (char)*p;
+        } else if (esc && o + 2 < len) {
+            dst[o++] = '\\';
+            dst[o++] = esc;
+        } else if (!esc && o + 4 < len) {
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = hex[*p >> 4];
+            dst[o++] = hex[*p & 15];
+        } else {
+            break;
+        }
+    }
+    dst[o] = 0;
+    return dst;
+}
+
 static fdp_log_level g_level = FDP_LOG_INFO;
 static int g_rank = 0, g_size = 1;
 static const char *g_prog = "flowdp";
