@@ -12,8 +12,8 @@
 
 #define FD_H 1e-2        /* first FD step (inputs and parameters) */
 #define FD_LEVELS 7      /* steps FD_H, FD_H/2, ..., FD_H/64 (Jacobian columns) */
-#define FD_GRAD_LEVELS 4 /* steps FD_H ... FD_H/8 (gradients: the round-off of L, ~1e-6, over smaller
-                          * steps exceeds what the tolerances allow) */
+#define FD_GRAD_LEVELS 7 /* steps FD_H ... FD_H/64 (gradients; the round-off of L, ~1e-7 relative, over
+                          * the step: a pair too noisy to agree is left out, flow_fd.c) */
 #define FD_TAU 1e-3      /* two FD estimates agree: max|a - b| <= tau * scale; Jacobian columns */
 #define FD_TAU_GRAD 3e-3 /* ... gradients (compared at 1e-2 of the same scale) */
 #define LC_BATCH 2       /* samples per example */
@@ -25,12 +25,14 @@ typedef struct fd_stats {
     int64_t n, refined, onesided, unresolved;
 } fd_stats;
 /* how to differentiate: estimates agree when max|a - b| <= tau * max(scale, max|b|); steps
- * FD_H ... FD_H * 2^-(levels - 1); hint (may be NULL): the value expected, used only to pick a
- * side when x sits on a kink (flow_fd.c: fd_fallback) */
+ * FD_H ... FD_H * 2^-(levels - 1); pattern (may be NULL): the ReLU sign pattern of the last
+ * evaluation, only points with x's are used (flow_fd.c); p0: x's, when have_p0 (with f0) */
 typedef struct fd_opts {
     double scale, tau;
     int levels;
-    const double *hint;
+    uint64_t (*pattern)(void *user);
+    uint64_t p0;
+    int have_p0;
 } fd_opts;
 /* d (m doubles) = d out / d *target; f0: out at the unperturbed point when known (else NULL).
  * Returns 1: at the first steps (FD_H, FD_H/2), 2: at smaller steps or one-sided (a kink
@@ -60,6 +62,7 @@ typedef struct lcase {
      * sum(wa * sldj) (a condnet: sum(wy * h)) */
     int scalar;
     const float *wy, *wa;
+    uint64_t pattern;        /* the ReLU sign pattern of the last lc_fd (flow_fd.c) */
 } lcase;
 
 /* build the kind's variant (example, parameters allocated and initialized, every parameter
@@ -76,6 +79,8 @@ fdp_tensor lc_forward(lcase *t, const float *x, fdp_tensor *xt, double **sldj);
 /* the fd_fn of a case (user = the lcase) */
 void lc_fd(void *user, double *out);
 int lc_fd_len(const lcase *t);
+/* fd_opts.pattern of a case (user = the lcase) */
+uint64_t lc_pattern(void *user);
 
 /* max|a-b| over the elements with ok[i] (ok NULL: all; ok[i] == 3: in the scale only), over
  * max(max|b| over them, floor); NaN: infinite */
