@@ -381,6 +381,36 @@ static void case_swap_f32(fdp_backend *be, int gpu, int v) {
     be->swap_f32(be, 5000, &a);
 }
 
+/* Lippe's tutorial flows (tutorial_ops.h); C = CC/2 channels where the network output doubles them */
+static void case_tut_mask_mul(fdp_backend *be, int gpu, int v) {
+    fdp_tut_mask_mul_args a = {F(0), F(4), F(1), CC, HWs, v & 1, v >> 1};
+    be->tut_mask_mul(be, NCHW, &a);
+}
+static void case_tut_coupling(fdp_backend *be, int gpu, int v) {
+    fdp_tut_coupling_args a = {F(0), F(2), F(6), F(4), F(1), v & 2 ? NULL : F(5), CC / 2, HWs, v & 1, v >> 1};
+    be->tut_coupling(be, NCHW / 2, &a);
+}
+static void case_tut_coupling_backward(fdp_backend *be, int gpu, int v) {
+    fdp_tut_coupling_backward_args a = {F(0), F(2), F(6), F(4), F(7), F(6) + 64, F(1), F(5), F(3), CC / 2, HWs, v};
+    be->tut_coupling_backward(be, NCHW / 2, &a);
+}
+static void case_tut_logit(fdp_backend *be, int gpu, int v) {
+    fdp_tut_logit_args a = {F(7), F(1), F(5), (float)(1.0 - 1e-5), (float)(0.5 * 1e-5)};
+    be->tut_logit(be, NCHW, &a);
+}
+static void case_tut_logit_backward(fdp_backend *be, int gpu, int v) {
+    fdp_tut_logit_backward_args a = {F(7), F(0), F(2), F(1), (float)(1.0 - 1e-5), (float)(0.5 * 1e-5), NCHW / NN};
+    be->tut_logit_backward(be, NCHW, &a);
+}
+static void case_tut_normal_logp(fdp_backend *be, int gpu, int v) {
+    fdp_tut_normal_logp_args a = {F(0), F(1)};
+    be->tut_normal_logp(be, NCHW, &a);
+}
+static void case_tut_normal_logp_backward(fdp_backend *be, int gpu, int v) {
+    fdp_tut_normal_logp_backward_args a = {F(0), F(2), F(1), NCHW / NN};
+    be->tut_normal_logp_backward(be, NCHW, &a);
+}
+
 typedef struct op_entry {
     const char *name;
     op_case f;
@@ -435,6 +465,13 @@ static const op_entry OPS[] = {
     {"glow_prior_grad", case_glow_prior_grad, 1, 1e-6},
     {"adamax", case_adamax, 2, 1e-5},
     {"swap_f32", case_swap_f32, 1, 0.0},
+    {"tut_mask_mul", case_tut_mask_mul, 4, 1e-6},
+    {"tut_coupling", case_tut_coupling, 4, 1e-5},
+    {"tut_coupling_backward", case_tut_coupling_backward, 2, 1e-5},
+    {"tut_logit", case_tut_logit, 1, 1e-5},
+    {"tut_logit_backward", case_tut_logit_backward, 1, 1e-5},
+    {"tut_normal_logp", case_tut_normal_logp, 1, 1e-6},
+    {"tut_normal_logp_backward", case_tut_normal_logp_backward, 1, 1e-6},
 };
 
 /* which ops of FDP_ELEMENTWISE_OPS have no case above (e.g. new Glow ops) */

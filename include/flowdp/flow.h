@@ -126,6 +126,17 @@ fdp_flow_layer *fdp_flow_glow_split_create(fdp_params *p, const char *prefix, in
 fdp_flow_layer *fdp_flow_glow_prior_create(fdp_params *p, const char *prefix, int C, int learn, int64_t lat_off,
                                            int64_t lat_len);
 
+/* Lippe's Tutorial 9 (the fixtures' lippe_*.h5): the affine CouplingLayer with its GatedConvNet
+ * (hid channels, num_layers gated layers), scaling factor and mask buffer (checkerboard (1,1,H,W)
+ * or channel (1,C,1,1), invert: 1 - mask); the dequantization's logit with alpha (inverse: a
+ * plain sigmoid, as the tutorial's sample()); SplitFlow (keeps channels [0, C/2), the rest to a
+ * standard-normal prior, written to / read from the latent at lat_off). SqueezeFlow is
+ * fdp_flow_squeeze_create(0, 0). */
+fdp_flow_layer *fdp_flow_tut_coupling_create(fdp_params *p, const char *prefix, int C, int H, int W, int hid,
+                                             int num_layers, fdp_mask mask, int invert);
+fdp_flow_layer *fdp_flow_tut_logit_create(double alpha);
+fdp_flow_layer *fdp_flow_tut_split_create(int C, int64_t lat_off, int64_t lat_len);
+
 /* ---- the registry: every layer kind, with an example instance for the layer tests ---- */
 typedef struct fdp_flow_kind {
     const char *name;
@@ -148,7 +159,10 @@ typedef struct fdp_flow_kind {
     X(invconv)            \
     X(glow_coupling)      \
     X(glow_split)         \
-    X(glow_prior)
+    X(glow_prior)         \
+    X(tut_coupling)       \
+    X(tut_logit)          \
+    X(tut_split)
 #define FDP_FLOW_DECLARE_KIND(name) extern const fdp_flow_kind fdp_flow_kind_##name;
 FDP_FLOW_KINDS(FDP_FLOW_DECLARE_KIND)
 #undef FDP_FLOW_DECLARE_KIND

@@ -16,6 +16,7 @@
 #include "kernels/philox.h"
 #include "kernels/gated_ops.h"
 #include "kernels/glow_ops.h"
+#include "kernels/tutorial_ops.h"
 
 /* ---- generic ------------------------------------------------------------- */
 /* y[i] = v */
@@ -416,6 +417,7 @@ FDP_HD static inline void fdp_k_adam(int64_t i, const fdp_adam_args *a) {
     X(adam)                          \
     X(philox_fill)                   \
     FDP_GATED_OPS(X)                 \
-    FDP_GLOW_OPS(X)
+    FDP_GLOW_OPS(X)                  \
+    FDP_TUTORIAL_OPS(X)
 
 #endif
