@@ -4,7 +4,8 @@
  * /params_init, fed /train/flows/0/z (the output of the dequantization flows.0) and matched
  * layer by layer (/train/flows/<k>/{z,ldj}), then the final z, log_pz, log_px, bpd_per_sample,
  * bpd, and the gradients of the main flows' parameters (backward of the bpd loss), at the
- * tolerances of the file's /tolerance (the fixtures' README). Uniform-dequantization files are
+ * tolerances of the file's /tolerance (the fixtures' README); the sample path from /sample/z
+ * (and /sample/split_noise) through every layer's inverse to x_logit, x_float and x. Uniform-dequantization files are
  * also run end to end: v = (x + u0)/256 and the logit (flows.0) from /input, then everything.
  * flows.0 of variational-dequantization files is not built yet (its couplings come with the
  * learned dequantization): those parts are skipped, saying so. Worst error per group printed. */
@@ -282,6 +283,51 @@ static double check_end_to_end(model *m, fdp_ctx *ctx, hid_t f, int N, int C, in
     return bpd;
 }
 
+/* the sample path from /sample/z (split noise through ctx->latent): every layer's inverse against
+ * /sample/flows/<k>/z, x_logit, x_float = sigmoid(x_logit) 256 (tut_logit's inverse), x */
+static void check_sample(model *m, fdp_ctx *ctx, hid_t f, int N, int C, int H, int W, double alpha) {
+    double ls[8], ez = 0.0, ex = 0.0;
+    assert_int_equal(attr_doubles(f, "/config", "latent_shape", ls, 8), 4);
+    fdp_tensor y = fdp_arena_tensor(ctx->arena, (int)ls[0], (int)ls[1], (int)ls[2], (int)ls[3]);
+    assert_int_equal(y.n, N);
+    float *sz = read_floats(f, "/sample/z", fdp_numel(y)), *noise = NULL;
+    memcpy(y.data, sz, sizeof(float) * (size_t)fdp_numel(y));
+    if ((int)attr1(f, "/config", "multiscale")) {
+        int64_t len = (int64_t)2 * C * (H / 2) * (W / 2);
+        noise = read_floats(f, "/sample/split_noise", N * len);
+        ctx->latent = noise;
+        ctx->latent_dim = len;
+    }
+    for (int k = m->K; k >= 1; k--) {
+        y = m->layer[k]->ops->inverse(m->layer[k], ctx, y);
+        char path[128];
+        snprintf(path, sizeof path, "/sample/flows/%d/z", k);
+        float *r = read_floats(f, path, fdp_numel(y));
+        ez = fmax(ez, rel_err_f(y.data, r, fdp_numel(y)));
+        free(r);
+    }
+    ctx->latent = NULL;
+    int64_t n = (int64_t)N * C * H * W, mism = 0;
+    float *rl = read_floats(f, "/sample/x_logit", n), *rxf = read_floats(f, "/sample/x_float", n),
+          *rx = read_floats(f, "/sample/x", n);
+    ez = fmax(ez, rel_err_f(y.data, rl, n));
+    fdp_flow_layer *logit = fdp_flow_tut_logit_create(alpha);
+    fdp_tensor v = logit->ops->inverse(logit, ctx, y);
+    double xt = attr1(f, "/tolerance", "sample_x_float_abs");
+    for (int64_t i = 0; i < n; i++) {
+        float xf = v.data[i] * 256.0f, xi = fminf(fmaxf(floorf(xf), 0.0f), 255.0f);
+        ex = fmax(ex, fabs((double)xf - rxf[i]));
+        /* an integer may differ by 1 only where x_float is within tolerance of an integer */
+        if (xi != rx[i] && !(fabsf(xi - rx[i]) == 1.0f && fabs(rxf[i] - nearbyint(rxf[i])) <= xt)) mism++;
+    }
+    double zt = attr1(f, "/tolerance", "sample_z_rel");
+    printf("  sample path: per-layer z, x_logit %.2e (tol %.0e)  x_float %.2e (tol %.0e)  x mismatches %lld\n", ez, zt,
+           ex, xt, (long long)mism);
+    assert_true(ez <= zt && ex <= xt && mism == 0);
+    fdp_flow_destroy(logit);
+    free(sz); free(noise); free(rl); free(rxf); free(rx);
+}
+
 static void report(const char *what, const worst *w, double zt, double lt, double bt, double gt) {
     printf("  %-34s z %.2e (tol %.0e)  ldj/log_pz/log_px %.2e (tol %.0e)  bpd %.2e (tol %.0e)", what, w->z, zt, w->ldj,
            lt, w->bpd, bt);
@@ -324,6 +370,9 @@ static void check_fixture(const char *path) {
     check_grads(&m, &ctx, f, z, D, &w);
     printf("  (bpd %.6f vs %.6f)\n", bpd, read_scalar(f, "/train/bpd"));
     report("main flows from train/flows/0:", &w, zt, lt, bt, gt);
+
+    fdp_arena_reset_all(arena);
+    check_sample(&m, &ctx, f, N, C, H, W, alpha);
 
     /* flows.0 */
     fdp_arena_reset_all(arena);
