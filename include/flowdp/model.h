@@ -20,6 +20,11 @@ struct fdp_model {
     /* images in [0,1] from standard-normal z (the shape of the image), every prior's
      * standard deviation scaled by temperature */
     fdp_tensor (*sample)(fdp_model *m, fdp_ctx *ctx, fdp_tensor z, float temperature);
+    /* optional (NULL: the model cannot encode): the standardized latent (n,C,H,W, arena) of the
+     * dequantized batch v, laid out as sample() takes it, so that sample(encode(v), 1) gives the
+     * images back; multi-scale models put their factored-out latents in it too. Evaluation mode,
+     * no_grad. */
+    fdp_tensor (*encode)(fdp_model *m, fdp_ctx *ctx, fdp_tensor v);
     void (*destroy)(fdp_model *m);
     void *impl;
 };
