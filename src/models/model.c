@@ -19,6 +19,17 @@ static fdp_tensor realnvp_sample(fdp_model *m, fdp_ctx *ctx, fdp_tensor z, float
     }
     return fdp_realnvp_sample(m->impl, ctx, z, 1);
 }
+/* z = body(logit(v)) of the root forward, in evaluation mode (BatchNorm's running statistics), no_grad */
+static fdp_tensor realnvp_encode(fdp_model *m, fdp_ctx *ctx, fdp_tensor v) {
+    fdp_realnvp *r = m->impl;
+    fdp_ctx c = *ctx;
+    c.training = 0;
+    c.no_grad = 1;
+    fdp_realnvp_prepare(r, &c);
+    double *sldj = fdp_arena_doubles(c.arena, v.n);
+    c.be->memset0(c.be, sldj, sizeof(double) * (size_t)v.n);
+    return r->root->ops->forward(r->root, &c, v, sldj);
+}
 static void realnvp_destroy(fdp_model *m) {
     fdp_realnvp_free(m->impl);
     free(m->impl);
@@ -30,6 +41,22 @@ static double glow_forward_loss(fdp_model *m, fdp_ctx *ctx, fdp_tensor v, double
 static void glow_backward(fdp_model *m, fdp_ctx *ctx, float loss_scale) { fdp_glow_backward(m->impl, ctx, loss_scale); }
 static fdp_tensor glow_sample(fdp_model *m, fdp_ctx *ctx, fdp_tensor z, float temperature) {
     return fdp_glow_sample(m->impl, ctx, z, temperature);
+}
+/* the eps latent vector of v - 0.5 (openai's preprocess), in evaluation mode (no ActNorm init), no_grad */
+static fdp_tensor glow_encode(fdp_model *m, fdp_ctx *ctx, fdp_tensor v) {
+    fdp_glow *g = m->impl;
+    fdp_ctx c = *ctx;
+    c.training = 0;
+    c.no_grad = 1;
+    fdp_tensor y = fdp_arena_tensor(c.arena, v.n, v.c, v.h, v.w);
+    fdp_scale_shift_args pa = {v.data, y.data, 1.0f, -0.5f};
+    c.be->scale_shift(c.be, fdp_numel(v), &pa);
+    fdp_flow_prepare(g->root, &c);
+    double *obj = fdp_arena_doubles(c.arena, v.n);
+    c.be->memset0(c.be, obj, sizeof(double) * (size_t)v.n);
+    fdp_tensor eps;
+    fdp_glow_flow_forward(g, &c, y, obj, &eps);
+    return eps;
 }
 static void glow_destroy(fdp_model *m) {
     fdp_glow_free(m->impl);
@@ -126,6 +153,7 @@ static int glow_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *
     m->forward_loss = glow_forward_loss;
     m->backward = glow_backward;
     m->sample = glow_sample;
+    m->encode = glow_encode;
     m->destroy = glow_destroy;
     m->impl = g;
     *out = m;
@@ -162,6 +190,7 @@ int fdp_model_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be
     m->forward_loss = realnvp_forward_loss;
     m->backward = realnvp_backward;
     m->sample = realnvp_sample;
+    m->encode = realnvp_encode;
     m->destroy = realnvp_destroy;
     m->impl = r;
     *out = m;
