@@ -9,6 +9,11 @@
 #     bpd with 8 decimals, so one unit in that last place, 1e-8, is allowed on top);
 #   - --importance-samples 4 gives a bpd <= the single-draw one + 1e-3 (log-mean-exp);
 #   - flowdp-sample -t 0.5 -t 1.0 writes a PNG (8-byte signature checked).
+#   - flowdp-sample --interpolate 0 1 --interpolate 5 3 --steps 5 --data <test set> writes a 2 x 5
+#     grid of 28x28 tiles 1 pixel apart (57 x 144 pixels); its first and last columns are the test
+#     images I and J to within one 8-bit level (RealNVP decodes the encoded dequantized image;
+#     the PNG decoded and the idx file read with python3's zlib / gzip), and its middle column
+#     differs from both ends.
 # The numbers are printed (ctest -V shows them). Every flowdp-eval/-sample run gets
 # --threads 1: their default (0) is omp_get_num_procs(), which ignores OMP_NUM_THREADS.
 # usage: bash e2e_eval_agrees.sh FLOWDP_TRAIN FLOWDP_EVAL FLOWDP_SAMPLE CKPT_COMPARE SOURCE_DIR
@@ -70,4 +75,47 @@ cat "$LOG"
 sig=$(od -An -tx1 -N8 "$WORK/grid.png" | tr -d ' \n')
 [ "$sig" = 89504e470d0a1a0a ] || fail "$WORK/grid.png does not start with the PNG signature (got $sig)"
 note "grid.png: $(stat -c %s "$WORK/grid.png") bytes, PNG signature ok"
+# --- latent interpolation between test images
+TEST_SET=$FMNIST/t10k-images-idx3-ubyte.gz
+run 0 interp "$SAMPLE" "$C12" -o "$WORK/interp.png" --interpolate 0 1 --interpolate 5 3 --steps 5 \
+    --data "$TEST_SET" --threads 1
+cat "$LOG"
+command -v python3 >/dev/null || skip "python3 not found (checks the interpolation grid)"
+python3 - "$WORK/interp.png" "$TEST_SET" <<'PY' || fail "the interpolation grid $WORK/interp.png is wrong (above)"
+import gzip, struct, sys, zlib
+data = open(sys.argv[1], 'rb').read()
+assert data[:8] == b'\x89PNG\r\n\x1a\n', 'not a PNG'
+pos, idat, ihdr = 8, b'', None
+while pos < len(data):
+    n, kind = struct.unpack('>I4s', data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + n]
+    if kind == b'IHDR': ihdr = struct.unpack('>IIBBBBB', body)
+    if kind == b'IDAT': idat += body
+    pos += 12 + n
+w, h, depth, ctype = ihdr[:4]
+assert (depth, ctype) == (8, 0), 'expected an 8-bit grey PNG, got depth %d colour type %d' % (depth, ctype)
+raw, rows, prev = zlib.decompress(idat), [], bytearray(w)
+for y in range(h):
+    f, line = raw[y * (w + 1)], bytearray(raw[y * (w + 1) + 1:(y + 1) * (w + 1)])
+    for x in range(w):
+        a, b, c = line[x - 1] if x else 0, prev[x], prev[x - 1] if x else 0
+        p = a + b - c
+        pred = [0, a, b, (a + b) // 2, a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c][f]
+        line[x] = (line[x] + pred) & 255
+    rows.append(line)
+    prev = line
+print('interp.png: %d x %d pixels' % (w, h))
+assert (w, h) == (5 * 28 + 4, 2 * 28 + 1), 'expected 144 x 61 (2 rows x 5 columns of 28x28, 1 pixel apart)'
+idx = gzip.open(sys.argv[2]).read()
+def image(i): return idx[16 + 784 * i:16 + 784 * (i + 1)]
+def tile(r, c): return bytes(rows[r * 29 + y][c * 29 + x] for y in range(28) for x in range(28))
+def diff(a, b): return max(abs(p - q) for p, q in zip(a, b))
+for r, (i, j) in enumerate([(0, 1), (5, 3)]):
+    d0, d1 = diff(tile(r, 0), image(i)), diff(tile(r, 4), image(j))
+    dm = min(diff(tile(r, 2), image(i)), diff(tile(r, 2), image(j)))
+    print('row %d: first column vs image %d: max diff %d; last vs image %d: %d; middle vs nearer end: %d' % (r, i, d0, j, d1, dm))
+    assert d0 <= 1 and d1 <= 1, 'an end column is more than one level from its test image'
+    assert dm > 8, 'the middle column is (nearly) one of the ends'
+PY
+note "interp.png: 2 pairs x 5 steps, ends match the test images"
 echo "PASS e2e_eval_agrees ($(elapsed) s)"

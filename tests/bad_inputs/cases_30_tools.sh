@@ -79,6 +79,28 @@ bad sample_unknown_short 2 "^flowdp-sample: unknown or incomplete option '-Q' \(
 bad sample_no_checkpoint 2 '^flowdp-sample: no checkpoint given \(see --help\)$' -- "$SAMPLE" -o "$W/t7.png"
 bad sample_extra_argument 2 "^flowdp-sample: unexpected argument 'extra' \(see --help\)$" -- "$SAMPLE" "$CKPT" extra -o "$W/t8.png"
 bad sample_no_output 2 'flowdp-sample: .*ckpt_000000003\.h5: no output file' -- "$SAMPLE" "$CKPT"
+# --interpolate (latent interpolation between test images)
+bad sample_interp_steps_one 2 "^flowdp-sample: --steps 1: expected a count from 2 to 64$" \
+    --absent "$W/i1.png" -- "$SAMPLE" "$CKPT" -o "$W/i1.png" --interpolate 0 1 --data "$FMNIST/t10k-images-idx3-ubyte.gz" --steps 1
+bad sample_interp_no_data 2 "^flowdp-sample: --interpolate needs --data PATH: the test set its indices refer to$" \
+    --absent "$W/i2.png" -- "$SAMPLE" "$CKPT" -o "$W/i2.png" --interpolate 0 1
+bad sample_interp_index_out_of_range 2 \
+    "^flowdp-sample: --interpolate 3 10000: index 10000 is out of range: .*t10k-images-idx3-ubyte\.gz holds 10000 images$" \
+    --absent "$W/i3.png" -- "$SAMPLE" "$CKPT" -o "$W/i3.png" --interpolate 0 1 --interpolate 3 10000 --data "$FMNIST/t10k-images-idx3-ubyte.gz" --threads 1
+bad sample_interp_not_an_index 2 "^flowdp-sample: --interpolate 0 x: expected two test-set indices \(0-based\)$" \
+    --absent "$W/i4.png" -- "$SAMPLE" "$CKPT" -o "$W/i4.png" --interpolate 0 x --data "$FMNIST/t10k-images-idx3-ubyte.gz"
+bad sample_interp_one_index 2 "^flowdp-sample: --interpolate 7 : expected two test-set indices \(0-based\)$" \
+    --absent "$W/i5.png" -- "$SAMPLE" "$CKPT" -o "$W/i5.png" --data "$FMNIST/t10k-images-idx3-ubyte.gz" --interpolate 7
+bad sample_interp_with_t 2 "^flowdp-sample: --interpolate cannot be combined with -t \(it decodes at temperature 1\)$" \
+    --absent "$W/i6.png" -- "$SAMPLE" "$CKPT" -o "$W/i6.png" --interpolate 0 1 --data "$FMNIST/t10k-images-idx3-ubyte.gz" -t 0.5
+bad sample_interp_with_n 2 "^flowdp-sample: --interpolate cannot be combined with -n \(it decodes at temperature 1\)$" \
+    --absent "$W/i7.png" -- "$SAMPLE" "$CKPT" -o "$W/i7.png" -n 4 --interpolate 0 1 --data "$FMNIST/t10k-images-idx3-ubyte.gz"
+bad sample_steps_without_interp 2 "^flowdp-sample: --steps is only for --interpolate \(see --help\)$" \
+    --absent "$W/i8.png" -- "$SAMPLE" "$CKPT" -o "$W/i8.png" --steps 4
+bad sample_interp_data_not_idx 2 "^flowdp-sample: .*not_idx\.gz: wrong magic .* \(not an IDX file\)$" \
+    --absent "$W/i9.png" -- "$SAMPLE" "$CKPT" -o "$W/i9.png" --interpolate 0 1 --data "$W/not_idx.gz" --threads 1
+bad sample_interp_out_is_data 2 "^flowdp-sample: -o .*notes\.txt: is the test set; choose another file$" \
+    -- "$SAMPLE" "$CKPT" -o "$W/notes.txt" --force --interpolate 0 1 --data "$W/notes.txt"
 if [ -x "$BENCH" ]; then
     bad bench_unknown_option 2 "^flowdp-bench: unknown or incomplete option '--xyz' \(see --help\)$" -- "$BENCH" --xyz
     bad bench_batch_abc 2 '^flowdp-bench: --batch abc: expected an integer from 1 to 65536$' -- "$BENCH" --batch abc
