@@ -17,6 +17,7 @@ static const char *const ALL_KEYS[][2] = {
     {"model", "type"}, {"model", "num_scales"}, {"model", "mid_channels"}, {"model", "num_blocks"},
     {"model", "data_constraint"}, {"model", "n_bits_x"}, {"model", "n_levels"}, {"model", "depth"},
     {"model", "width"}, {"model", "flow_permutation"}, {"model", "flow_coupling"}, {"model", "learntop"},
+    {"model", "tutorial_arch"}, {"model", "c_hidden"}, {"model", "c_hidden_scale2"}, {"model", "c_hidden_scale3"},
     {"data", "format"}, {"data", "train"}, {"data", "test"}, {"data", "train_limit"}, {"data", "test_limit"}, {"data", "prefetch"},
     {"data", "hflip"}, {"data", "translate"}, {"data", "verify"},
     {"train", "device"}, {"train", "threads"}, {"train", "batch_size"}, {"train", "steps"}, {"train", "epochs"},
@@ -252,7 +253,7 @@ static void test_errors(void **state) {
     assert_string_equal(load_error("[train]\nlr = nan\n"), "configs/x.ini:2: [train] lr = nan: not a finite number");
     assert_string_equal(load_error("[train]\nlr = 1e-3x\n"), "configs/x.ini:2: [train] lr = 1e-3x: not a number");
     assert_string_equal(load_error("[model]\ntype = flow\n"),
-                        "configs/x.ini:2: [model] type = flow: not one of realnvp|glow");
+                        "configs/x.ini:2: [model] type = flow: not one of realnvp|glow|tutorial");
     assert_string_equal(load_error("[train]\nsignal = SIGKILL\n"),
                         "configs/x.ini:2: [train] signal = SIGKILL: not one of SIGUSR2|SIGUSR1|SIGTERM|none");
     assert_string_equal(load_error("[data]\nhflip = maybe\n"),

@@ -8,7 +8,12 @@
  * (and /sample/split_noise) through every layer's inverse to x_logit, x_float and x. Uniform-dequantization files are
  * also run end to end: v = (x + u0)/256 and the logit (flows.0) from /input, then everything.
  * flows.0 of variational-dequantization files is not built yet (its couplings come with the
- * learned dequantization): those parts are skipped, saying so. Worst error per group printed. */
+ * learned dequantization): those parts are skipped, saying so. Uniform-dequantization files are
+ * also run through the MODEL ([model] type = tutorial, fdp_model_create from a config matching
+ * /config): fdp_model_loss_xu from /input/x, u0 against /train (bpd_per_sample, bpd), its
+ * backward against /grads, one Adam step with global-norm clipping (of the bpd gradient, as the
+ * tutorial's Lightning step) against /state_after_step, and the loss after it against
+ * /after_step. Worst error per group printed. */
 #include <dirent.h>
 #include <hdf5.h>
 #include <math.h>
@@ -16,7 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flowdp/config.h"
 #include "flowdp/flow.h"
+#include "flowdp/model.h"
+#include "flowdp/optim.h"
 #include "testutil.h"
 
 enum { MAXL = 32 };
@@ -336,6 +344,106 @@ static void report(const char *what, const worst *w, double zt, double lt, doubl
     assert_true(w->z <= zt && w->ldj <= lt && w->bpd <= bt && w->grad <= gt);
 }
 
+/* the model through fdp_model_create (uniform dequantization files) */
+static void check_model(hid_t f, int N, int C, int H, int W, double zt, double bt, double gt) {
+    int64_t D = (int64_t)C * H * W;
+    double hid[8], bpd_scale = LOG2E / (double)D;
+    int nh = attr_doubles(f, "/config", "c_hidden", hid, 8), multi = (int)attr1(f, "/config", "multiscale");
+    fdp_config cfg;
+    fdp_config_defaults(&cfg);
+    cfg.model.type = FDP_MODEL_TUTORIAL;
+    cfg.model.tutorial_arch = multi ? FDP_TUT_MULTISCALE : FDP_TUT_SIMPLE;
+    cfg.model.c_hidden = (int)hid[0];
+    if (nh == 3) {
+        cfg.model.c_hidden_scale2 = (int)hid[1];
+        cfg.model.c_hidden_scale3 = (int)hid[2];
+    }
+    assert_true(attr1(f, "/config", "num_coupling") == 8 && attr1(f, "/config", "num_layers") == 3 &&
+                attr1(f, "/config", "alpha") == 1e-5);
+    fdp_backend *be = fdp_backend_cpu_create(1);
+    fdp_model *m;
+    fdp_err err = {0};
+    if (fdp_model_create(&cfg, C, H, W, be, 0, &m, &err) != 0) fail_msg("fdp_model_create: %s", err.msg);
+    model ref = {.p = *m->params};
+    load_params(&ref, f); /* names and order against state_order; /params_init */
+    fdp_arena *arena = fdp_arena_create(64 << 20, NULL, NULL, NULL, FDP_DEVICE_CPU);
+    fdp_ctx ctx = {.be = be, .arena = arena, .params = m->params, .training = 1, .world_size = 1, .temperature = 1.0f};
+    float *xi = read_floats(f, "/input/x", N * D), *u = read_floats(f, "/input/u0", N * D);
+    fdp_tensor x = fdp_arena_tensor(arena, N, C, H, W), ut = fdp_arena_tensor(arena, N, C, H, W);
+    for (int64_t i = 0; i < N * D; i++) x.data[i] = xi[i] / 255.0f;
+    memcpy(ut.data, u, sizeof(float) * (size_t)(N * D));
+    double nll[MAXL], eb = 0.0;
+    double bpd = fdp_model_loss_xu(m, &ctx, x, ut, nll) * bpd_scale;
+    float *rb = read_floats(f, "/train/bpd_per_sample", N);
+    for (int i = 0; i < N; i++) eb = fmax(eb, fabs(nll[i] * bpd_scale - rb[i]));
+    eb = fmax(eb, fabs(bpd - read_scalar(f, "/train/bpd")));
+    /* gradients of the mean bpd */
+    be->memset0(be, m->params->grads, sizeof(float) * (size_t)m->params->n_params);
+    m->backward(m, &ctx, (float)bpd_scale);
+    worst w = {0};
+    w.bpd = eb;
+    fdp_params *p = m->params;
+    double G = 0.0;
+    for (int i = 0; i < p->count; i++) {
+        if (p->entries[i].kind != FDP_PARAM) continue;
+        char path[512];
+        snprintf(path, sizeof path, "/grads/%s", p->entries[i].name);
+        float *g = read_floats(f, path, p->entries[i].numel);
+        G = fmax(G, tu_max_abs(g, p->entries[i].numel));
+        free(g);
+    }
+    double floor = attr1(f, "/tolerance", "grad_floor") * G;
+    for (int i = 0; i < p->count; i++) {
+        if (p->entries[i].kind != FDP_PARAM) continue;
+        char path[512];
+        snprintf(path, sizeof path, "/grads/%s", p->entries[i].name);
+        int64_t n = p->entries[i].numel;
+        float *g = read_floats(f, path, n);
+        double e = tu_max_abs_diff(fdp_params_grad(p, i), g, n) / fmax(tu_max_abs(g, n), floor);
+        if (e > w.grad) {
+            w.grad = e;
+            w.grad_name = p->entries[i].name;
+        }
+        free(g);
+    }
+    double gnorm = fdp_grad_global_norm(p), rgn = read_scalar(f, "/train/grad_norm");
+    printf("  (model bpd %.6f vs %.6f, grad norm %.6f vs %.6f)\n", bpd, read_scalar(f, "/train/bpd"), gnorm, rgn);
+    report("model (fdp_model_create) from x, u0:", &w, zt, 1.0, bt, gt);
+    assert_true(fabs(gnorm - rgn) <= gt * rgn);
+    /* one Adam step, gradients clipped to global norm gradient_clip_val */
+    fdp_adam opt;
+    fdp_adam_init(&opt, p, (float)attr1(f, "/config", "adam_beta1"), (float)attr1(f, "/config", "adam_beta2"),
+                  (float)attr1(f, "/config", "adam_eps"), 0.0f);
+    double lr = attr1(f, "/config", "lr");
+    fdp_adam_step(&opt, p, (float)lr, fdp_clip_factor(gnorm, attr1(f, "/config", "gradient_clip_val")));
+    double ep = 0.0;
+    for (int i = 0; i < p->count; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "/state_after_step/%s", p->entries[i].name);
+        float *r = read_floats(f, path, p->entries[i].numel);
+        ep = fmax(ep, tu_max_abs_diff(fdp_params_data(p, i), r, p->entries[i].numel));
+        free(r);
+    }
+    fdp_arena_reset_all(arena);
+    x = fdp_arena_tensor(arena, N, C, H, W);
+    ut = fdp_arena_tensor(arena, N, C, H, W);
+    for (int64_t i = 0; i < N * D; i++) x.data[i] = xi[i] / 255.0f;
+    memcpy(ut.data, u, sizeof(float) * (size_t)(N * D));
+    ctx.no_grad = 1;
+    double bpd2 = fdp_model_loss_xu(m, &ctx, x, ut, nll) * bpd_scale, ea = fabs(bpd2 - read_scalar(f, "/after_step/bpd"));
+    float *ra = read_floats(f, "/after_step/bpd_per_sample", N);
+    for (int i = 0; i < N; i++) ea = fmax(ea, fabs(nll[i] * bpd_scale - ra[i]));
+    printf("  model after one clipped Adam step: parameters max abs diff %.2e (tol 2 lr = %.0e); bpd %.6f vs %.6f, "
+           "worst %.2e (tol %.0e)\n",
+           ep, 2 * lr, bpd2, read_scalar(f, "/after_step/bpd"), ea, bt);
+    assert_true(ep <= 2 * lr && ea <= bt);
+    fdp_adam_free(&opt);
+    free(xi); free(u); free(rb); free(ra);
+    fdp_arena_destroy(arena);
+    fdp_model_destroy(m);
+    fdp_backend_destroy(be);
+}
+
 static void check_fixture(const char *path) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) fail_msg("cannot open fixture %s", path);
@@ -383,6 +491,7 @@ static void check_fixture(const char *path) {
         bpd = check_end_to_end(&m, &ctx, f, N, C, H, W, alpha, &we);
         printf("  (end to end bpd %.6f)\n", bpd);
         report("end to end from x, u0:", &we, zt, lt, bt, gt);
+        check_model(f, N, C, H, W, zt, bt, gt);
     }
     free(z0);
     free(l0);

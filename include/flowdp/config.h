@@ -65,7 +65,8 @@ typedef struct fdp_config_origin {
 
 /* Enums: the numeric order is the order of the names in the table (and in
  * the comments here). */
-typedef enum { FDP_MODEL_REALNVP = 0, FDP_MODEL_GLOW = 1 } fdp_model_type;
+typedef enum { FDP_MODEL_REALNVP = 0, FDP_MODEL_GLOW = 1, FDP_MODEL_TUTORIAL = 2 } fdp_model_type;
+typedef enum { FDP_TUT_SIMPLE = 0, FDP_TUT_MULTISCALE = 1 } fdp_tutorial_arch;
 typedef enum {
     FDP_PERM_REVERSE = 0,
     FDP_PERM_SHUFFLE = 1,
@@ -88,7 +89,7 @@ typedef enum { FDP_ON_WRITE_ERROR_CONTINUE = 0, FDP_ON_WRITE_ERROR_STOP = 1 } fd
 
 typedef struct fdp_config {
     struct {
-        fdp_model_type type;                   /* realnvp | glow */
+        fdp_model_type type;                   /* realnvp | glow | tutorial */
         int num_scales;                        /* RealNVP scales */
         int mid_channels;                      /* RealNVP s/t ResNet channels */
         int num_blocks;                        /* RealNVP residual blocks per s/t net */
@@ -100,6 +101,9 @@ typedef struct fdp_config {
         fdp_flow_permutation flow_permutation; /* Glow */
         fdp_flow_coupling flow_coupling;       /* Glow */
         bool learntop;                         /* Glow: learned top prior */
+        fdp_tutorial_arch tutorial_arch;       /* tutorial: simple | multiscale */
+        int c_hidden;                          /* tutorial: GatedConvNet channels (multiscale: scale 1) */
+        int c_hidden_scale2, c_hidden_scale3;  /* tutorial multiscale: scales 2 and 3 */
     } model;
     struct {
         fdp_data_format format;          /* idx | cifar10 | hdf5 */

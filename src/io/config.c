@@ -50,7 +50,7 @@ _Static_assert(sizeof(fdp_model_type) == sizeof(int) && sizeof(fdp_flow_permutat
                    sizeof(fdp_device) == sizeof(int) && sizeof(fdp_optimizer_kind) == sizeof(int) &&
                    sizeof(fdp_lr_decay) == sizeof(int) && sizeof(fdp_on_nonfinite) == sizeof(int) &&
                    sizeof(fdp_stop_signal) == sizeof(int) && sizeof(fdp_on_write_error) == sizeof(int) &&
-                   sizeof(fdp_log_level) == sizeof(int),
+                   sizeof(fdp_log_level) == sizeof(int) && sizeof(fdp_tutorial_arch) == sizeof(int),
                "enum fields are stored through int *");
 
 static const void *field_cptr(const fdp_config *c, const fdp_cfg_key *k) { return (const char *)c + k->offset; }

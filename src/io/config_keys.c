@@ -28,7 +28,8 @@
 /* K(train, lr): the section and key names are the struct member names. */
 #define K(sec, field) #sec, #field, offsetof(fdp_config, sec.field)
 
-static const char *const E_MODEL[] = {"realnvp", "glow", NULL};
+static const char *const E_MODEL[] = {"realnvp", "glow", "tutorial", NULL};
+static const char *const E_TUT_ARCH[] = {"simple", "multiscale", NULL};
 static const char *const E_PERM[] = {"reverse", "shuffle", "invconv", "invconv_lu", NULL};
 static const char *const E_COUPLING[] = {"additive", "affine", NULL};
 static const char *const E_FORMAT[] = {"idx", "cifar10", "hdf5", NULL};
@@ -41,7 +42,7 @@ static const char *const E_WRITE_ERR[] = {"continue", "stop", NULL};
 static const char *const E_LEVEL[] = {"error", "warn", "info", "debug", NULL};
 
 const fdp_cfg_section fdp_cfg_sections[] = {
-    {"model", "the flow architecture (RealNVP keys, then Glow keys)"},
+    {"model", "the flow architecture (RealNVP keys, then Glow keys, then the tutorial's)"},
     {"data", "the dataset and its loader"},
     {"train", "optimisation, schedule, devices and the data-parallel run"},
     {"checkpoint", "checkpoints (HDF5, written whole: temp file + fsync + rename)"},
@@ -52,7 +53,8 @@ const fdp_cfg_section fdp_cfg_sections[] = {
 const fdp_cfg_key fdp_cfg_keys[] = {
     /* [model] */
     {K(model, type), FDP_CT_ENUM, "realnvp", NO_RANGE, E_MODEL,
-     "realnvp: Dinh et al. 2017, the lecture notebook's RealNVP; glow: Kingma & Dhariwal 2018 (openai/glow)"},
+     "realnvp: Dinh et al. 2017, the lecture notebook's RealNVP; glow: Kingma & Dhariwal 2018 (openai/glow); "
+     "tutorial: the flows of Lippe's UvA Tutorial 9 (uniform dequantization)"},
     {K(model, num_scales), FDP_CT_INT, "2", IN(1, 16), NULL, "RealNVP: number of scales (coupling blocks + squeeze per scale)"},
     {K(model, mid_channels), FDP_CT_INT, "64", IN(1, 4096), NULL, "RealNVP: channels inside the s/t ResNets"},
     {K(model, num_blocks), FDP_CT_INT, "8", IN(1, 256), NULL, "RealNVP: residual blocks per s/t ResNet"},
@@ -66,6 +68,12 @@ const fdp_cfg_key fdp_cfg_keys[] = {
      "Glow: channel mixing between couplings: reverse, fixed random shuffle, invertible 1x1 conv, or 1x1 conv in LU form"},
     {K(model, flow_coupling), FDP_CT_ENUM, "affine", NO_RANGE, E_COUPLING, "Glow: coupling layer: additive (volume preserving) or affine"},
     {K(model, learntop), FDP_CT_BOOL, "true", NO_RANGE, NULL, "Glow: learn the mean and log-scale of the top-level prior"},
+    {K(model, tutorial_arch), FDP_CT_ENUM, "simple", NO_RANGE, E_TUT_ARCH,
+     "tutorial: simple (create_simple_flow: 8 checkerboard couplings) or multiscale (create_multiscale_flow: 2 + squeeze, "
+     "2 + split, squeeze, 4 couplings)"},
+    {K(model, c_hidden), FDP_CT_INT, "32", IN(1, 4096), NULL, "tutorial: GatedConvNet channels (multiscale: of scale 1)"},
+    {K(model, c_hidden_scale2), FDP_CT_INT, "48", IN(1, 4096), NULL, "tutorial multiscale: GatedConvNet channels of scale 2"},
+    {K(model, c_hidden_scale3), FDP_CT_INT, "64", IN(1, 4096), NULL, "tutorial multiscale: GatedConvNet channels of scale 3"},
 
     /* [data] */
     {K(data, format), FDP_CT_ENUM, "idx", NO_RANGE, E_FORMAT,

@@ -36,7 +36,9 @@ fdp_dequant *fdp_dequant_uniform_create(int n_bins, int round) {
 int fdp_dequant_create(const fdp_config *cfg, const fdp_model *m, fdp_dequant **out, fdp_err *err) {
     (void)cfg;
     (void)err;
-    /* RealNVP (the notebook) dequantizes 255x + u unrounded; Glow (openai) bins rounded pixels */
+    /* RealNVP (the notebook) and the tutorial (v = (x_int + u)/256) dequantize 255x + u unrounded with
+     * 256 bins; Glow (openai) bins rounded pixels. The tutorial's variational dequantization is not
+     * built yet: its models get the uniform one. */
     *out = fdp_dequant_uniform_create(m->n_bins, strcmp(m->type, "glow") == 0);
     return 0;
 }

@@ -1,4 +1,4 @@
-/* model.c — the fdp_model interface over RealNVP and Glow. */
+/* model.c — the fdp_model interface over RealNVP, Glow and the tutorial's flows. */
 #include "flowdp/model.h"
 
 #include <stdint.h>
@@ -7,6 +7,7 @@
 
 #include "flowdp/glow.h"
 #include "flowdp/realnvp.h"
+#include "flowdp/tutorial.h"
 
 static double realnvp_forward_loss(fdp_model *m, fdp_ctx *ctx, fdp_tensor v, double *nll) {
     return fdp_realnvp_loss(m->impl, ctx, v, nll);
@@ -63,6 +64,21 @@ static void glow_destroy(fdp_model *m) {
     free(m->impl);
 }
 
+static double tutorial_forward_loss(fdp_model *m, fdp_ctx *ctx, fdp_tensor v, double *nll) {
+    return fdp_tutorial_loss(m->impl, ctx, v, nll);
+}
+static void tutorial_backward(fdp_model *m, fdp_ctx *ctx, float loss_scale) {
+    fdp_tutorial_backward(m->impl, ctx, loss_scale);
+}
+static fdp_tensor tutorial_sample(fdp_model *m, fdp_ctx *ctx, fdp_tensor z, float temperature) {
+    return fdp_tutorial_sample(m->impl, ctx, z, temperature);
+}
+static fdp_tensor tutorial_encode(fdp_model *m, fdp_ctx *ctx, fdp_tensor v) { return fdp_tutorial_encode(m->impl, ctx, v); }
+static void tutorial_destroy(fdp_model *m) {
+    fdp_tutorial_free(m->impl);
+    free(m->impl);
+}
+
 /* ---- checks that need the image shape, as errors about the keys (naming where each value came
  * from: the config file and line, or the --set). The builders check again (their messages name
  * no config), for callers that build without a config. ---- */
@@ -91,8 +107,9 @@ static int check_params(const fdp_config *cfg, const fdp_params *p, const char *
         return fdp_config_key_error(cfg, err, "model", key,
                                     "the model would have %lld parameters (more than %lld: lower [model] %s%s)",
                                     (long long)n, (long long)MAX_PARAMS, key,
-                                    cfg->model.type == FDP_MODEL_GLOW ? ", depth or n_levels"
-                                                                      : ", num_blocks or num_scales");
+                                    cfg->model.type == FDP_MODEL_GLOW       ? ", depth or n_levels"
+                                    : cfg->model.type == FDP_MODEL_TUTORIAL ? " or the other c_hidden keys"
+                                                                            : ", num_blocks or num_scales");
     return 0;
 }
 
@@ -160,12 +177,58 @@ static int glow_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *
     return 0;
 }
 
+static int tutorial_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be, uint64_t seed,
+                           fdp_model **out, fdp_err *err) {
+    int multi = cfg->model.tutorial_arch == FDP_TUT_MULTISCALE;
+    if (multi && (H % 4 != 0 || W % 4 != 0))
+        return fdp_config_key_error(cfg, err, "model", "tutorial_arch",
+                                    "the multiscale flow squeezes twice, so the image size (%dx%d) must be divisible "
+                                    "by 4 (%s is odd after %s squeeze)",
+                                    H, W, H % 4 ? "the height" : "the width", (H % 2 || W % 2) ? "the first" : "the second");
+    /* the widest activation: ConcatELU's 2 c_hidden channels at full size (scale 1) */
+    int64_t per = (int64_t)2 * cfg->model.c_hidden * H * W;
+    if (multi && (int64_t)2 * cfg->model.c_hidden_scale2 * (H / 2) * (W / 2) > per)
+        per = (int64_t)2 * cfg->model.c_hidden_scale2 * (H / 2) * (W / 2);
+    if (multi && (int64_t)2 * cfg->model.c_hidden_scale3 * (H / 4) * (W / 4) > per)
+        per = (int64_t)2 * cfg->model.c_hidden_scale3 * (H / 4) * (W / 4);
+    if (check_batch(cfg, per, "the gated conv nets", err) != 0) return -1;
+    int hid[3] = {cfg->model.c_hidden, cfg->model.c_hidden_scale2, cfg->model.c_hidden_scale3};
+    fdp_tutorial *t = fdp_xcalloc(1, sizeof *t);
+    if (fdp_tutorial_build(t, C, H, W, multi, hid, err) != 0) {
+        free(t);
+        return -1;
+    }
+    if (check_params(cfg, &t->params, "c_hidden", err) != 0) {
+        fdp_tutorial_free(t);
+        free(t);
+        return -1;
+    }
+    t->rebuild_activations = cfg->train.rebuild_activations;
+    fdp_tutorial_alloc_init(t, be, seed);
+    fdp_model *m = fdp_xcalloc(1, sizeof *m);
+    m->type = "tutorial";
+    m->C = C;
+    m->H = H;
+    m->W = W;
+    m->n_bins = 256;
+    m->params = &t->params;
+    m->forward_loss = tutorial_forward_loss;
+    m->backward = tutorial_backward;
+    m->sample = tutorial_sample;
+    m->encode = tutorial_encode;
+    m->destroy = tutorial_destroy;
+    m->impl = t;
+    *out = m;
+    return 0;
+}
+
 int fdp_model_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be, uint64_t seed, fdp_model **out,
                      fdp_err *err) {
     *out = NULL;
     if (cfg->model.type == FDP_MODEL_GLOW) return glow_create(cfg, C, H, W, be, seed, out, err);
+    if (cfg->model.type == FDP_MODEL_TUTORIAL) return tutorial_create(cfg, C, H, W, be, seed, out, err);
     if (cfg->model.type != FDP_MODEL_REALNVP)
-        return fdp_err_set(err, "[model] type = %d is unknown (realnvp, glow)", (int)cfg->model.type);
+        return fdp_err_set(err, "[model] type = %d is unknown (realnvp, glow, tutorial)", (int)cfg->model.type);
     if (check_realnvp(cfg, C, H, W, err) != 0) return -1;
     fdp_realnvp *r = fdp_xcalloc(1, sizeof *r);
     if (fdp_realnvp_build(r, C, H, W, cfg->model.num_scales, cfg->model.mid_channels, cfg->model.num_blocks, err) != 0) {
@@ -204,6 +267,6 @@ void fdp_model_destroy(fdp_model *m) {
 }
 
 double fdp_model_loss_xu(fdp_model *m, fdp_ctx *ctx, fdp_tensor x, fdp_tensor u, double *nll) {
-    int round = strcmp(m->type, "glow") == 0; /* as fdp_dequant_create */
+    int round = strcmp(m->type, "glow") == 0; /* as fdp_dequant_create (the tutorial: unrounded, 256 bins) */
     return m->forward_loss(m, ctx, fdp_dequantize(ctx, x, u, m->n_bins, round), nll);
 }
