@@ -114,10 +114,27 @@ static void test_glow_encode(void **state) {
                      1);
 }
 
+/* the tutorial's models decode to floor(256 sigmoid(.)) bins as Glow does (its sample does not
+ * undo alpha = 1e-5, so a pixel whose noise sits within ~256 alpha of a bin edge may land one
+ * level off) */
+static void test_tutorial_simple_encode(void **state) {
+    (void)state;
+    check_round_trip("[model]\ntype = tutorial\ntutorial_arch = simple\nc_hidden = 4\n", 1);
+}
+
+static void test_tutorial_multiscale_encode(void **state) {
+    (void)state;
+    check_round_trip("[model]\ntype = tutorial\ntutorial_arch = multiscale\nc_hidden = 4\nc_hidden_scale2 = 4\n"
+                     "c_hidden_scale3 = 4\n",
+                     1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_realnvp_encode),
         cmocka_unit_test(test_glow_encode),
+        cmocka_unit_test(test_tutorial_simple_encode),
+        cmocka_unit_test(test_tutorial_multiscale_encode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
