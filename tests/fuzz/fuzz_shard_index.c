@@ -28,8 +28,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* a message about a shard starts with the shard's path: inside dir, no ".." in it */
     const char *colon = strncmp(err.msg, path, strlen(path)) == 0 ? NULL : strstr(err.msg, ": ");
     int escapes = 0;
+    /* a ".." component ("/../" or "/.." just before the colon); "/...x" is an ordinary name */
     for (const char *p = err.msg; colon && p + 3 <= colon; p++)
-        if (p[0] == '/' && p[1] == '.' && p[2] == '.') escapes = 1;
+        if (p[0] == '/' && p[1] == '.' && p[2] == '.' && (p + 3 == colon || p[3] == '/')) escapes = 1;
     if (!err.msg[0] || strchr(err.msg, '\n') ||
         (strncmp(err.msg, path, strlen(path)) != 0 && strncmp(err.msg, dir, strlen(dir)) != 0) || escapes) {
         fprintf(stderr, "fuzz_shard_index: error message empty, not one line or not naming the index: '%s'\n", err.msg);
