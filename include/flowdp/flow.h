@@ -72,6 +72,9 @@ static inline int fdp_flow_has_params(const fdp_flow_layer *l) { return l->last_
 void fdp_flow_prepare(fdp_flow_layer *l, fdp_ctx *ctx);
 void fdp_flow_init_values(fdp_flow_layer *l, const fdp_params *p, float *host_params, float *host_buffers,
                           uint64_t seed);
+/* a model's parameters: allocate the table's flat buffers on be (fdp_params_finalize), set them to
+ * zero and then to every layer's init_values from seed (host), upload */
+void fdp_flow_alloc_init(fdp_flow_layer *root, fdp_params *p, fdp_backend *be, uint64_t seed);
 /* the layer, its children and its struct */
 void fdp_flow_destroy(fdp_flow_layer *l);
 /* after a leaf layer's backward: its gradients are final (ctx->grads_ready) */

@@ -145,17 +145,9 @@ void fdp_glow_free(fdp_glow *g) {
 }
 
 void fdp_glow_alloc_init(fdp_glow *g, fdp_backend *be, uint64_t seed) {
-    fdp_params *p = &g->params;
-    fdp_params_finalize(p, be);
     /* everything starts at 0 (ActNorms, Conv2dZeros, the top prior, the flags) but what the
      * layers' init_values set: invconv W random orthogonal, shuffle indices, NN convolutions */
-    float *hp = fdp_xcalloc((size_t)(p->n_params ? p->n_params : 1), sizeof(float));
-    float *hb = fdp_xcalloc((size_t)(p->n_buffers ? p->n_buffers : 1), sizeof(float));
-    fdp_flow_init_values(g->root, p, hp, hb, seed);
-    be->from_host(be, p->params, hp, sizeof(float) * (size_t)p->n_params);
-    be->from_host(be, p->buffers, hb, sizeof(float) * (size_t)p->n_buffers);
-    free(hp);
-    free(hb);
+    fdp_flow_alloc_init(g->root, &g->params, be, seed);
 }
 
 /* ---- the flow: calls on the root seq ------------------------------------------------- */

@@ -79,6 +79,38 @@ static void tutorial_destroy(fdp_model *m) {
     free(m->impl);
 }
 
+/* the fdp_model of an implementation: its table (type and operations) and this instance */
+static fdp_model *wrap(const fdp_model *table, int C, int H, int W, int n_bins, fdp_params *params, void *impl) {
+    fdp_model *m = fdp_xcalloc(1, sizeof *m);
+    *m = *table;
+    m->C = C;
+    m->H = H;
+    m->W = W;
+    m->n_bins = n_bins;
+    m->params = params;
+    m->impl = impl;
+    return m;
+}
+
+static const fdp_model GLOW_MODEL = {.type = "glow",
+                                    .forward_loss = glow_forward_loss,
+                                    .backward = glow_backward,
+                                    .sample = glow_sample,
+                                    .encode = glow_encode,
+                                    .destroy = glow_destroy};
+static const fdp_model TUTORIAL_MODEL = {.type = "tutorial",
+                                    .forward_loss = tutorial_forward_loss,
+                                    .backward = tutorial_backward,
+                                    .sample = tutorial_sample,
+                                    .encode = tutorial_encode,
+                                    .destroy = tutorial_destroy};
+static const fdp_model REALNVP_MODEL = {.type = "realnvp",
+                                    .forward_loss = realnvp_forward_loss,
+                                    .backward = realnvp_backward,
+                                    .sample = realnvp_sample,
+                                    .encode = realnvp_encode,
+                                    .destroy = realnvp_destroy};
+
 /* ---- checks that need the image shape, as errors about the keys (naming where each value came
  * from: the config file and line, or the --set). The builders check again (their messages name
  * no config), for callers that build without a config. ---- */
@@ -160,20 +192,7 @@ static int glow_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *
     }
     g->rebuild = cfg->train.rebuild_activations;
     fdp_glow_alloc_init(g, be, seed);
-    fdp_model *m = fdp_xcalloc(1, sizeof *m);
-    m->type = "glow";
-    m->C = C;
-    m->H = H;
-    m->W = W;
-    m->n_bins = g->n_bins;
-    m->params = &g->params;
-    m->forward_loss = glow_forward_loss;
-    m->backward = glow_backward;
-    m->sample = glow_sample;
-    m->encode = glow_encode;
-    m->destroy = glow_destroy;
-    m->impl = g;
-    *out = m;
+    *out = wrap(&GLOW_MODEL, C, H, W, g->n_bins, &g->params, g);
     return 0;
 }
 
@@ -205,20 +224,7 @@ static int tutorial_create(const fdp_config *cfg, int C, int H, int W, fdp_backe
     }
     t->rebuild_activations = cfg->train.rebuild_activations;
     fdp_tutorial_alloc_init(t, be, seed);
-    fdp_model *m = fdp_xcalloc(1, sizeof *m);
-    m->type = "tutorial";
-    m->C = C;
-    m->H = H;
-    m->W = W;
-    m->n_bins = 256;
-    m->params = &t->params;
-    m->forward_loss = tutorial_forward_loss;
-    m->backward = tutorial_backward;
-    m->sample = tutorial_sample;
-    m->encode = tutorial_encode;
-    m->destroy = tutorial_destroy;
-    m->impl = t;
-    *out = m;
+    *out = wrap(&TUTORIAL_MODEL, C, H, W, 256, &t->params, t);
     return 0;
 }
 
@@ -243,20 +249,7 @@ int fdp_model_create(const fdp_config *cfg, int C, int H, int W, fdp_backend *be
     r->data_constraint = (float)cfg->model.data_constraint;
     r->rebuild_activations = cfg->train.rebuild_activations;
     fdp_realnvp_alloc_init(r, be, seed);
-    fdp_model *m = fdp_xcalloc(1, sizeof *m);
-    m->type = "realnvp";
-    m->C = C;
-    m->H = H;
-    m->W = W;
-    m->n_bins = 256;
-    m->params = &r->params;
-    m->forward_loss = realnvp_forward_loss;
-    m->backward = realnvp_backward;
-    m->sample = realnvp_sample;
-    m->encode = realnvp_encode;
-    m->destroy = realnvp_destroy;
-    m->impl = r;
-    *out = m;
+    *out = wrap(&REALNVP_MODEL, C, H, W, 256, &r->params, r);
     return 0;
 }
 

@@ -109,17 +109,8 @@ void fdp_realnvp_free(fdp_realnvp *m) {
 }
 
 void fdp_realnvp_alloc_init(fdp_realnvp *m, fdp_backend *be, uint64_t seed) {
-    fdp_params *p = &m->params;
-    fdp_params_finalize(p, be);
     fdp_flow_logit_set_bound(m->logit, m->data_constraint);
-    /* initialize on the host (every layer its own: flow.h init_values), then upload */
-    float *hp = fdp_xcalloc((size_t)(p->n_params ? p->n_params : 1), sizeof(float));
-    float *hb = fdp_xcalloc((size_t)(p->n_buffers ? p->n_buffers : 1), sizeof(float));
-    fdp_flow_init_values(m->root, p, hp, hb, seed);
-    be->from_host(be, p->params, hp, sizeof(float) * (size_t)p->n_params);
-    be->from_host(be, p->buffers, hb, sizeof(float) * (size_t)p->n_buffers);
-    free(hp);
-    free(hb);
+    fdp_flow_alloc_init(m->root, &m->params, be, seed);
 }
 
 void fdp_realnvp_prepare(fdp_realnvp *m, fdp_ctx *ctx) { fdp_flow_prepare(m->root, ctx); }

@@ -64,15 +64,7 @@ void fdp_tutorial_free(fdp_tutorial *t) {
 }
 
 void fdp_tutorial_alloc_init(fdp_tutorial *t, fdp_backend *be, uint64_t seed) {
-    fdp_params *p = &t->params;
-    fdp_params_finalize(p, be);
-    float *hp = fdp_xcalloc((size_t)(p->n_params ? p->n_params : 1), sizeof(float));
-    float *hb = fdp_xcalloc((size_t)(p->n_buffers ? p->n_buffers : 1), sizeof(float));
-    fdp_flow_init_values(t->root, p, hp, hb, seed);
-    be->from_host(be, p->params, hp, sizeof(float) * (size_t)p->n_params);
-    be->from_host(be, p->buffers, hb, sizeof(float) * (size_t)p->n_buffers);
-    free(hp);
-    free(hb);
+    fdp_flow_alloc_init(t->root, &t->params, be, seed);
 }
 
 double fdp_tutorial_loss(fdp_tutorial *t, fdp_ctx *ctx, fdp_tensor v, double *nll) {

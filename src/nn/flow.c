@@ -27,6 +27,18 @@ void fdp_flow_init_values(fdp_flow_layer *l, const fdp_params *p, float *host_pa
     if (l->ops->init_values) l->ops->init_values(l, p, host_params, host_buffers, seed);
 }
 
+void fdp_flow_alloc_init(fdp_flow_layer *root, fdp_params *p, fdp_backend *be, uint64_t seed) {
+    fdp_params_finalize(p, be);
+    /* zeros, then every layer's own init_values, on the host; then one upload */
+    float *hp = fdp_xcalloc((size_t)(p->n_params ? p->n_params : 1), sizeof(float));
+    float *hb = fdp_xcalloc((size_t)(p->n_buffers ? p->n_buffers : 1), sizeof(float));
+    fdp_flow_init_values(root, p, hp, hb, seed);
+    be->from_host(be, p->params, hp, sizeof(float) * (size_t)p->n_params);
+    be->from_host(be, p->buffers, hb, sizeof(float) * (size_t)p->n_buffers);
+    free(hp);
+    free(hb);
+}
+
 void fdp_flow_destroy(fdp_flow_layer *l) {
     if (!l) return;
     if (l->ops->destroy) l->ops->destroy(l);
